@@ -1,0 +1,59 @@
+"""dtaskq: a Redis-backed distributed work queue.
+
+Work is split into units, spread over worker processes on many hosts, and tracked in Redis
+with one atomic Lua script per state change.
+"""
+
+from .aio import AsyncClient
+from .client import Client
+from .errors import (
+    AcksMissing,
+    DtaskqError,
+    InvalidArgument,
+    LeaseLost,
+    PermanentRejection,
+    TaskConflict,
+    TaskDoesNotExist,
+    TaskExists,
+    TaskNotFinalizing,
+    TaskNotRunning,
+    TaskStillRunning,
+    TaskTooFresh,
+    TransientError,
+    UnitAlreadyTerminal,
+    UnitNotReady,
+    UnitWrongNode,
+)
+from .models import DONE, Ack, ClaimStatus, Task, TaskRef, TaskStatus, Unit, UnitSpec, UnitStatus
+from .ops import SweepResult
+
+__all__ = [
+    "DONE",
+    "Ack",
+    "AcksMissing",
+    "AsyncClient",
+    "ClaimStatus",
+    "Client",
+    "DtaskqError",
+    "InvalidArgument",
+    "LeaseLost",
+    "PermanentRejection",
+    "SweepResult",
+    "Task",
+    "TaskConflict",
+    "TaskDoesNotExist",
+    "TaskExists",
+    "TaskNotFinalizing",
+    "TaskNotRunning",
+    "TaskRef",
+    "TaskStatus",
+    "TaskStillRunning",
+    "TaskTooFresh",
+    "TransientError",
+    "Unit",
+    "UnitAlreadyTerminal",
+    "UnitNotReady",
+    "UnitSpec",
+    "UnitStatus",
+    "UnitWrongNode",
+]

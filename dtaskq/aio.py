@@ -1,0 +1,171 @@
+"""The asyncio client: the same operations as :class:`dtaskq.Client`, as coroutines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar, Unpack
+
+import redis.asyncio
+import redis.exceptions
+import tenacity
+
+from . import ops
+from .calls import Call, Router, Steps, retry_policy, translate
+from .client import check_connection
+from .keys import DEFAULT_PREFIX
+from .models import ClaimStatus, Task, TaskRef, UnitSpec
+from .ops import TaskOptions
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """The task API over a ``redis.asyncio`` connection; each method is the coroutine form of
+    the :class:`dtaskq.Client` method of the same name, with the same guarantees and errors."""
+
+    def __init__(
+        self,
+        connection: redis.asyncio.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        partitions: Mapping[str, int] | None = None,
+        max_payload_bytes: int = ops.DEFAULT_MAX_PAYLOAD,
+        retry_attempts: int = 5,
+    ) -> None:
+        check_connection(connection.get_connection_kwargs().get("decode_responses"))
+        self.redis = connection
+        self._router = Router(prefix, partitions)
+        self._max_payload = max_payload_bytes
+        self._retry = retry_policy(retry_attempts)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncClient:
+        """A client on a new connection pool for ``url``."""
+        return cls(redis.asyncio.Redis.from_url(url), **options)
+
+    async def aclose(self) -> None:
+        """Closes the connection pool."""
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _execute(self, call: Call) -> Any:
+        try:
+            async for attempt in tenacity.AsyncRetrying(**self._retry):
+                with attempt:
+                    return await self._eval(call)
+        except Exception as exc:
+            raise translate(exc, call) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _eval(self, call: Call) -> Any:
+        try:
+            return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        except redis.exceptions.NoScriptError:
+            return await self.redis.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+
+    async def _drive(self, steps: Steps[T]) -> T:
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(await self._execute(call))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def add_task(
+        self,
+        namespace: str,
+        task_id: str,
+        *,
+        units: Iterable[str | UnitSpec],
+        payload: bytes = b"",
+        **options: Unpack[TaskOptions],
+    ) -> TaskRef:
+        """See :meth:`dtaskq.Client.add_task`."""
+        return await self._drive(
+            ops.add_task(
+                self._router, namespace, task_id, units, payload, self._max_payload, options
+            )
+        )
+
+    async def get_task(self, namespace: str, task_id: str) -> Task | None:
+        """See :meth:`dtaskq.Client.get_task`."""
+        return await self._drive(ops.get_task(self._router, namespace, task_id))
+
+    async def list_tasks(self, namespace: str | None = None) -> dict[str, list[Task]]:
+        """See :meth:`dtaskq.Client.list_tasks`."""
+        return await self._drive(ops.list_tasks(self._router, namespace))
+
+    async def claim_unit(self, ref: TaskRef, node: str, unit: str) -> int:
+        """See :meth:`dtaskq.Client.claim_unit`."""
+        return await self._drive(ops.claim_unit(self._router, ref, node, unit))
+
+    async def update_progress(
+        self, ref: TaskRef, node: str, unit: str, progress: float, token: int | None = None
+    ) -> int | None:
+        """See :meth:`dtaskq.Client.update_progress`."""
+        return await self._drive(
+            ops.update_progress(self._router, ref, node, unit, progress, token)
+        )
+
+    async def complete_unit(
+        self, ref: TaskRef, node: str, unit: str, token: int | None = None
+    ) -> int:
+        """See :meth:`dtaskq.Client.complete_unit`."""
+        return await self._drive(ops.complete_unit(self._router, ref, node, unit, token))
+
+    async def fail_unit(
+        self,
+        ref: TaskRef,
+        node: str,
+        unit: str,
+        error: str,
+        token: int | None = None,
+        retryable: bool = False,
+    ) -> bool:
+        """See :meth:`dtaskq.Client.fail_unit`."""
+        return await self._drive(
+            ops.fail_unit(self._router, ref, node, unit, error, token, retryable)
+        )
+
+    async def heartbeat(
+        self, node: str, claims: Sequence[tuple[TaskRef, str, int]]
+    ) -> list[ClaimStatus]:
+        """See :meth:`dtaskq.Client.heartbeat`."""
+        return await self._drive(ops.heartbeat(self._router, node, claims))
+
+    async def record_prepare_ack(
+        self, ref: TaskRef, node: str, success: bool = True, error: str = ""
+    ) -> bool:
+        """See :meth:`dtaskq.Client.record_prepare_ack`."""
+        return await self._drive(
+            ops.record_ack(self._router, ref, node, "prepare", success, error)
+        )
+
+    async def record_post_ack(
+        self, ref: TaskRef, node: str, success: bool = True, error: str = ""
+    ) -> bool:
+        """See :meth:`dtaskq.Client.record_post_ack`."""
+        return await self._drive(ops.record_ack(self._router, ref, node, "post", success, error))
+
+    async def finalize_task(self, ref: TaskRef) -> bool:
+        """See :meth:`dtaskq.Client.finalize_task`."""
+        return await self._drive(ops.finalize_task(self._router, ref))
+
+    async def cancel_task(self, ref: TaskRef) -> None:
+        """See :meth:`dtaskq.Client.cancel_task`."""
+        await self._drive(ops.cancel_task(self._router, ref))
+
+    async def cleanup_task(self, ref: TaskRef) -> None:
+        """See :meth:`dtaskq.Client.cleanup_task`."""
+        await self._drive(ops.cleanup_task(self._router, ref))
+
+    async def sweep(
+        self, namespace: str, partition: int = 0, limit: int = ops.DEFAULT_SWEEP_BATCH
+    ) -> ops.SweepResult:
+        """See :meth:`dtaskq.Client.sweep`."""
+        return await self._drive(ops.sweep(self._router, namespace, partition, limit))

@@ -1,0 +1,110 @@
+"""What the sync and async clients share: script calls as values, partition routing,
+transient-error classification and the retry policy. Only the I/O differs between them."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.exceptions as rex
+import tenacity
+
+from . import keys, validate
+from .errors import DtaskqError, TransientError, from_script_error
+from .scripts import Script, script
+
+T = TypeVar("T")
+
+Arg = str | bytes | int | float
+
+
+@dataclass(frozen=True)
+class Call:
+    """One script call; ``context`` fills the fields of an exception it raises."""
+
+    script: Script
+    keys: list[str]
+    args: list[Arg]
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.keys) != self.script.num_keys:
+            raise RuntimeError(
+                f"{self.script.name} takes {self.script.num_keys} keys, got {len(self.keys)}"
+            )
+
+
+Steps = Generator[Call, Any, T]
+"""An operation: yields the calls it needs, receives their replies, returns its result."""
+
+_REGISTER = script("register_namespace")
+
+
+class Router:
+    """Finds the partition of a task; partition counts are fixed per namespace at first use
+    and cached here."""
+
+    def __init__(self, prefix: str, partitions: Mapping[str, int] | None = None) -> None:
+        self.prefix = validate.namespace(prefix)
+        self._wanted = {
+            validate.namespace(ns): validate.integer(n, "partitions", 1, 1024)
+            for ns, n in (partitions or {}).items()
+        }
+        self._known: dict[str, int] = {}
+
+    def partition_count(self, namespace: str) -> Steps[int]:
+        """The namespace's partition count, registering it at first use."""
+        count = self._known.get(namespace)
+        if count is None:
+            call = Call(
+                _REGISTER,
+                [keys.namespaces_key(self.prefix)],
+                [namespace, self._wanted.get(namespace, 1)],
+                {"namespace": namespace},
+            )
+            count = int((yield call))
+            self._known[namespace] = count
+        return count
+
+    def partition(self, namespace: str, task_id: str) -> Steps[keys.Partition]:
+        """The partition holding ``task_id``."""
+        count = yield from self.partition_count(namespace)
+        return keys.Partition(self.prefix, namespace, keys.partition_of(task_id, count))
+
+
+_TRANSIENT_REPLIES = ("BUSY", "TRYAGAIN", "LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a retry may cure: lost connections, timeouts, a busy or loading
+    server, failover."""
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
+        return True
+    return isinstance(exc, rex.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+
+
+def retry_policy(attempts: int) -> dict[str, Any]:
+    """Tenacity arguments: bounded exponential backoff with jitter on transient errors.
+
+    Safe because every mutating script is idempotent under retry.
+    """
+    return {
+        "stop": tenacity.stop_after_attempt(attempts),
+        "wait": tenacity.wait_exponential_jitter(initial=0.02, max=1.0),
+        "retry": tenacity.retry_if_exception(is_transient),
+        "reraise": True,
+    }
+
+
+def translate(exc: Exception, call: Call) -> Exception:
+    """The dtaskq exception for an error a script call raised (the error itself if none fits)."""
+    if isinstance(exc, DtaskqError):
+        return exc
+    if isinstance(exc, rex.ResponseError):
+        mapped = from_script_error(str(exc), call.context)
+        if mapped is not None:
+            return mapped
+    if is_transient(exc):
+        return TransientError(f"{call.script.name}: {exc}", **call.context)
+    return exc

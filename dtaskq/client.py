@@ -1,0 +1,202 @@
+"""The synchronous client: the task API over a blocking redis-py connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar, Unpack
+
+import redis
+import tenacity
+
+from . import ops
+from .calls import Call, Router, Steps, retry_policy, translate
+from .errors import InvalidArgument
+from .keys import DEFAULT_PREFIX
+from .models import ClaimStatus, Task, TaskRef, UnitSpec
+from .ops import TaskOptions
+
+T = TypeVar("T")
+
+
+def check_connection(decode_responses: Any) -> None:
+    """Rejects a connection that decodes replies: payloads are bytes."""
+    if decode_responses:
+        raise InvalidArgument("dtaskq needs a Redis client created with decode_responses=False")
+
+
+class Client:
+    """The task API over one Redis connection pool.
+
+    Every method validates its arguments before any Redis call (``InvalidArgument``), runs
+    one atomic script per state change, retries transient errors with bounded backoff and
+    raises the typed errors of :mod:`dtaskq.errors`.
+
+    ``partitions`` sets the partition count of namespaces at their first use (default 1);
+    ``max_payload_bytes`` bounds task payloads; ``retry_attempts`` bounds transient retries.
+    """
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        partitions: Mapping[str, int] | None = None,
+        max_payload_bytes: int = ops.DEFAULT_MAX_PAYLOAD,
+        retry_attempts: int = 5,
+    ) -> None:
+        check_connection(connection.get_connection_kwargs().get("decode_responses"))
+        self.redis = connection
+        self._router = Router(prefix, partitions)
+        self._max_payload = max_payload_bytes
+        self._retry = retry_policy(retry_attempts)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Client:
+        """A client on a new connection pool for ``url`` (``redis://host:port/db``)."""
+        return cls(redis.Redis.from_url(url), **options)
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _execute(self, call: Call) -> Any:
+        try:
+            for attempt in tenacity.Retrying(**self._retry):
+                with attempt:
+                    return self._eval(call)
+        except Exception as exc:
+            raise translate(exc, call) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _eval(self, call: Call) -> Any:
+        try:
+            return self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        except redis.exceptions.NoScriptError:
+            # The server lost its script cache (restart, failover, SCRIPT FLUSH).
+            return self.redis.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+
+    def _drive(self, steps: Steps[T]) -> T:
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self._execute(call))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def add_task(
+        self,
+        namespace: str,
+        task_id: str,
+        *,
+        units: Iterable[str | UnitSpec],
+        payload: bytes = b"",
+        **options: Unpack[TaskOptions],
+    ) -> TaskRef:
+        """Creates a STARTED task with named units, all PENDING and unassigned.
+
+        Re-adding the id of a terminal task creates a new, greater version and replaces the old
+        one's state; ``options`` are those of :class:`~dtaskq.ops.TaskOptions`.
+
+        Raises ``TaskExists`` while the id is active, ``TaskConflict`` while an active task of
+        the namespace holds one of the ``conflict_keys``, ``InvalidArgument`` for bad input.
+        """
+        return self._drive(
+            ops.add_task(
+                self._router, namespace, task_id, units, payload, self._max_payload, options
+            )
+        )
+
+    def get_task(self, namespace: str, task_id: str) -> Task | None:
+        """The latest version of a task, read atomically, or None if there is none."""
+        return self._drive(ops.get_task(self._router, namespace, task_id))
+
+    def list_tasks(self, namespace: str | None = None) -> dict[str, list[Task]]:
+        """``{namespace: [Task, ...]}`` without empty namespaces: active tasks first, then by
+        activity time (finished_at, else started_at) descending, then by id."""
+        return self._drive(ops.list_tasks(self._router, namespace))
+
+    def claim_unit(self, ref: TaskRef, node: str, unit: str) -> int:
+        """Claims ``unit`` for ``node`` and returns its token; the first claimer wins and a
+        holder claiming again gets its current token back (its lease renewed).
+
+        Raises ``UnitWrongNode``, ``UnitAlreadyTerminal``, ``TaskNotRunning``,
+        ``TaskDoesNotExist``, or ``UnitNotReady`` while a retried unit backs off.
+        """
+        return self._drive(ops.claim_unit(self._router, ref, node, unit))
+
+    def update_progress(
+        self, ref: TaskRef, node: str, unit: str, progress: float, token: int | None = None
+    ) -> int | None:
+        """Reports progress in [0, 1]; stored progress never decreases. The first report on an
+        unassigned unit claims it. Returns the token, or None when the unit was already
+        terminal (the report is then ignored). ``token=None`` checks the node only.
+
+        Raises ``LeaseLost`` for a stale token, ``UnitWrongNode``, ``TaskNotRunning``.
+        """
+        return self._drive(ops.update_progress(self._router, ref, node, unit, progress, token))
+
+    def complete_unit(self, ref: TaskRef, node: str, unit: str, token: int | None = None) -> int:
+        """Completes a unit; completing the last one finishes the task or opens its barrier.
+
+        An identical retry (same node and token) succeeds without change. Raises
+        ``UnitAlreadyTerminal``, ``LeaseLost``, ``UnitWrongNode``, ``TaskNotRunning``.
+        """
+        return self._drive(ops.complete_unit(self._router, ref, node, unit, token))
+
+    def fail_unit(
+        self,
+        ref: TaskRef,
+        node: str,
+        unit: str,
+        error: str,
+        token: int | None = None,
+        retryable: bool = False,
+    ) -> bool:
+        """Fails a unit. Returns True when it was put back for a retry (``retryable`` and
+        attempts left); otherwise the unit and the whole task fail at once."""
+        return self._drive(
+            ops.fail_unit(self._router, ref, node, unit, error, token, retryable)
+        )
+
+    def heartbeat(self, node: str, claims: Sequence[tuple[TaskRef, str, int]]) -> list[ClaimStatus]:
+        """Renews ``node``'s leases on ``(ref, unit, token)`` claims, one call per partition;
+        answers per claim, in order: HELD, LOST or NOT_RUNNING."""
+        return self._drive(ops.heartbeat(self._router, node, claims))
+
+    def record_prepare_ack(
+        self, ref: TaskRef, node: str, success: bool = True, error: str = ""
+    ) -> bool:
+        """Records ``node``'s prepare ack; the first per node wins. True when recorded."""
+        return self._drive(ops.record_ack(self._router, ref, node, "prepare", success, error))
+
+    def record_post_ack(self, ref: TaskRef, node: str, success: bool = True, error: str = "") -> bool:
+        """Records ``node``'s post-completion ack; the first per node wins. True when recorded."""
+        return self._drive(ops.record_ack(self._router, ref, node, "post", success, error))
+
+    def finalize_task(self, ref: TaskRef) -> bool:
+        """Moves a SWAPPING task whose post acks are all in to FINISHED; False when it was
+        FINISHED already. Raises ``AcksMissing`` or ``TaskNotFinalizing``."""
+        return self._drive(ops.finalize_task(self._router, ref))
+
+    def cancel_task(self, ref: TaskRef) -> None:
+        """Cancels a STARTED task; raises ``TaskNotRunning`` in any other status."""
+        self._drive(ops.cancel_task(self._router, ref))
+
+    def cleanup_task(self, ref: TaskRef) -> None:
+        """Deletes every key of a terminal task version older than its TTL.
+
+        Raises ``TaskStillRunning`` or ``TaskTooFresh``."""
+        self._drive(ops.cleanup_task(self._router, ref))
+
+    def sweep(
+        self, namespace: str, partition: int = 0, limit: int = ops.DEFAULT_SWEEP_BATCH
+    ) -> ops.SweepResult:
+        """One bounded sweep of a partition: ends expired leases and deletes terminal tasks
+        past their TTL, at most ``limit`` items. Idempotent."""
+        return self._drive(ops.sweep(self._router, namespace, partition, limit))

@@ -1,0 +1,99 @@
+"""Encoding of payloads and decoding of the records the scripts store (msgpack)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import msgpack
+
+from .models import Ack, Task, TaskStatus, Unit, UnitStatus
+
+# Unit records are msgpack arrays in this slot order (lua/include/common.lua).
+_UNIT_STATUSES = (UnitStatus.PENDING, UnitStatus.IN_PROGRESS, UnitStatus.COMPLETED, UnitStatus.FAILED)
+
+
+def pack(value: Any) -> bytes:
+    """Encodes a Python value as msgpack (the payload format; never pickle)."""
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    """Decodes msgpack written by :func:`pack` or by a script."""
+    return msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
+
+
+def at(ms: float) -> datetime:
+    """A server time in milliseconds since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def optional_at(ms: float) -> datetime | None:
+    """Like :func:`at`, with 0 meaning "not set"."""
+    return at(ms) if ms else None
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def decode_unit(unit_id: str, record: bytes) -> Unit:
+    """A :class:`Unit` from its stored msgpack record."""
+    status, group, node, progress, attempt, updated, finished, error, lease, ready = unpack(record)
+    return Unit(
+        id=unit_id,
+        group=group,
+        node=node or None,
+        status=_UNIT_STATUSES[status],
+        progress=float(progress),
+        error=error,
+        attempt=int(attempt),
+        updated_at=optional_at(updated),
+        finished_at=optional_at(finished),
+        lease_expires_at=optional_at(lease),
+        ready_at=optional_at(ready),
+    )
+
+
+def _pairs(flat: list[bytes]) -> list[tuple[bytes, bytes]]:
+    return list(zip(flat[::2], flat[1::2]))
+
+
+def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task | None:
+    """A :class:`Task` from ``get_task.lua``'s reply; None when the task does not exist."""
+    if not reply:
+        return None
+    fields = {_text(k): v for k, v in _pairs(reply[0])}
+    units = {_text(k): decode_unit(_text(k), v) for k, v in _pairs(reply[1])}
+    acks: dict[str, dict[str, Ack]] = {"prepare": {}, "post": {}}
+    for key, value in _pairs(reply[2]):
+        phase, _, node = _text(key).partition(":")
+        success, error, acked_at = unpack(value)
+        acks[phase][node] = Ack(bool(success), error, at(acked_at))
+    counts = dict.fromkeys(UnitStatus, 0)
+    for unit in units.values():
+        counts[unit.status] += 1
+    barrier = int(fields["barrier"])
+    conflict_keys = _text(fields["conflict_keys"])
+    return Task(
+        namespace=namespace,
+        task_id=task_id,
+        version=int(fields["version"]),
+        status=TaskStatus(_text(fields["status"])),
+        payload=fields["payload"],
+        error=_text(fields["error"]),
+        started_at=at(int(fields["started_at"])),
+        finished_at=optional_at(int(fields["finished_at"])),
+        units=units,
+        prepare_acks=acks["prepare"],
+        post_acks=acks["post"],
+        counts=counts,
+        lease_ms=int(fields["lease_ms"]),
+        on_lease_expiry=_text(fields["on_lease_expiry"]),
+        max_attempts=int(fields["max_attempts"]),
+        retry_backoff_ms=int(fields["retry_backoff_ms"]),
+        completed_ttl_ms=int(fields["completed_ttl_ms"]),
+        ack_barrier=barrier >= 1,
+        prepare_barrier=barrier == 2,
+        conflict_keys=tuple(conflict_keys.split("\n")) if conflict_keys else (),
+    )

@@ -1,0 +1,164 @@
+"""The one exception hierarchy of dtaskq, and the mapping from script error codes to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DtaskqError(Exception):
+    """Base of every dtaskq error; carries what the failed call was about.
+
+    ``code`` is the script's ``DTQ_`` code where one answered.
+    """
+
+    code = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        namespace: str | None = None,
+        task_id: str | None = None,
+        version: int | None = None,
+        unit: str | None = None,
+        node: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.namespace = namespace
+        self.task_id = task_id
+        self.version = version
+        self.unit = unit
+        self.node = node
+
+
+class InvalidArgument(DtaskqError, ValueError):
+    """An argument is malformed; raised before any Redis call, or by a script's own check."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class PermanentRejection(DtaskqError):
+    """The state forbids the call: retrying the same call cannot succeed."""
+
+
+class TaskExists(PermanentRejection):
+    """A task with that id is still active."""
+
+    code = "TASK_EXISTS"
+
+
+class TaskConflict(PermanentRejection):
+    """An active task of the namespace holds one of the conflict keys."""
+
+    code = "TASK_CONFLICT"
+
+
+class TaskDoesNotExist(PermanentRejection):
+    """No such task, task version or unit."""
+
+    code = "TASK_DOES_NOT_EXIST"
+
+
+class TaskNotRunning(PermanentRejection):
+    """The task is not in a status that accepts the call (usually: not STARTED)."""
+
+    code = "TASK_NOT_RUNNING"
+
+
+class UnitWrongNode(PermanentRejection):
+    """The unit is owned by another node."""
+
+    code = "UNIT_WRONG_NODE"
+
+
+class UnitAlreadyTerminal(PermanentRejection):
+    """The unit already completed or failed."""
+
+    code = "UNIT_ALREADY_TERMINAL"
+
+
+class LeaseLost(PermanentRejection):
+    """The report's token is stale: the lease expired or the unit was claimed again."""
+
+    code = "LEASE_LOST"
+
+
+class TaskNotFinalizing(PermanentRejection):
+    """``finalize_task`` on a task that is not SWAPPING (or FINISHED)."""
+
+    code = "TASK_NOT_FINALIZING"
+
+
+class AcksMissing(PermanentRejection):
+    """Some expected nodes have not acked; ``nodes`` lists them."""
+
+    code = "ACKS_MISSING"
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The nodes whose acks are missing."""
+        return tuple(self.message.rpartition(": ")[2].split())
+
+
+class TaskStillRunning(PermanentRejection):
+    """``cleanup_task`` on an active task."""
+
+    code = "TASK_STILL_RUNNING"
+
+
+class TaskTooFresh(PermanentRejection):
+    """``cleanup_task`` on a terminal task not yet older than its TTL."""
+
+    code = "TASK_TOO_FRESH"
+
+
+class UnitNotReady(DtaskqError):
+    """The unit is backing off after a retryable failure; claim it again later.
+
+    Not permanent: the same call succeeds once the backoff has passed.
+    """
+
+    code = "UNIT_NOT_READY"
+
+
+class TransientError(DtaskqError):
+    """The server could not be reached or was busy, even after bounded retries."""
+
+
+_BY_CODE: dict[str, type[DtaskqError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        TaskExists,
+        TaskConflict,
+        TaskDoesNotExist,
+        TaskNotRunning,
+        UnitWrongNode,
+        UnitAlreadyTerminal,
+        LeaseLost,
+        TaskNotFinalizing,
+        AcksMissing,
+        TaskStillRunning,
+        TaskTooFresh,
+        UnitNotReady,
+    )
+}
+
+ERROR_CODES = frozenset(_BY_CODE)
+
+
+def from_script_error(text: str, context: dict[str, Any]) -> DtaskqError | None:
+    """The exception for a script's ``DTQ_<CODE> <message>`` reply, or None for other errors.
+
+    An unknown ``DTQ_`` code maps to :class:`PermanentRejection`.
+    """
+    if not text.startswith("DTQ_"):
+        return None
+    code, _, message = text[4:].partition(" ")
+    # Errors raised from nested Lua functions get the server's " script: ..." location suffix.
+    message = message.split(" script: ", 1)[0].strip()
+    cls = _BY_CODE.get(code, PermanentRejection)
+    error = cls(message, **context)
+    error.code = code
+    return error

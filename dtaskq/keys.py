@@ -1,0 +1,76 @@
+"""Key names: the one place where dtaskq formats them.
+
+A namespace is split into partitions; every key of a partition carries the hash tag
+``{<prefix>:<namespace>:<p>}``, so each script touches a single slot and runs unchanged on
+Redis Cluster. A task of id ``t`` lives in partition ``crc32(t) mod P`` under::
+
+    {<prefix>:<ns>:<p>}:task:<t>      hash    the task's fields
+    {<prefix>:<ns>:<p>}:units:<t>     hash    unit id -> msgpack unit record
+    {<prefix>:<ns>:<p>}:acks:<t>      hash    "<phase>:<node>" -> msgpack ack record
+    {<prefix>:<ns>:<p>}:nodes:<t>     hash    node -> number of units it owns
+
+and the partition's shared keys are ``leases`` (zset "<task>\\n<unit>" -> lease deadline),
+``expiry`` (zset task -> deletion time), ``conflicts`` (hash key -> holding task), ``tasks``
+(zset of task ids) and ``seq`` (version counter). The kind of key comes before the task id,
+so no task id can name another task's key. Scripts that find tasks at run time (heartbeat,
+sweep) rebuild these names from the ``leases`` key, in ``lua/include/common.lua``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "dtq"
+
+
+def namespaces_key(prefix: str) -> str:
+    """The registry hash: namespace -> partition count."""
+    return f"{prefix}:namespaces"
+
+
+def partition_of(task_id: str, partitions: int) -> int:
+    """The partition a task id belongs to."""
+    return zlib.crc32(task_id.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of a namespace; formats the keys of the scripts that run on it."""
+
+    prefix: str
+    namespace: str
+    index: int
+
+    @property
+    def base(self) -> str:
+        """The hash-tagged start shared by every key of this partition."""
+        return f"{{{self.prefix}:{self.namespace}:{self.index}}}:"
+
+    def task_keys(self, task_id: str) -> list[str]:
+        """KEYS of every task script, in the order ``lua/include/common.lua`` reads them."""
+        b = self.base
+        return [
+            f"{b}task:{task_id}",
+            f"{b}units:{task_id}",
+            f"{b}acks:{task_id}",
+            f"{b}nodes:{task_id}",
+            f"{b}leases",
+            f"{b}expiry",
+            f"{b}conflicts",
+            f"{b}tasks",
+            f"{b}seq",
+        ]
+
+    def heartbeat_keys(self) -> list[str]:
+        """KEYS of ``heartbeat.lua``."""
+        return [f"{self.base}leases"]
+
+    def sweep_keys(self) -> list[str]:
+        """KEYS of ``sweep.lua``."""
+        b = self.base
+        return [f"{b}leases", f"{b}expiry", f"{b}tasks"]
+
+    def list_keys(self) -> list[str]:
+        """KEYS of ``list_tasks.lua``."""
+        return [f"{self.base}tasks"]

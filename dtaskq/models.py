@@ -1,0 +1,148 @@
+"""The public value types: task references, tasks, units, acks and their statuses."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+
+class TaskStatus(str, enum.Enum):
+    """Status of a task (DESIGN §3); the value is the upper-case name."""
+
+    STARTED = "STARTED"
+    PREPARING = "PREPARING"
+    SWAPPING = "SWAPPING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for FINISHED, FAILED and CANCELLED."""
+        return self in (TaskStatus.FINISHED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class UnitStatus(str, enum.Enum):
+    """Status of a unit (DESIGN §3); the value is the upper-case name."""
+
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETED and FAILED."""
+        return self in (UnitStatus.COMPLETED, UnitStatus.FAILED)
+
+
+class ClaimStatus(str, enum.Enum):
+    """What a heartbeat learned of one claim."""
+
+    HELD = "HELD"
+    """The lease was renewed."""
+    LOST = "LOST"
+    """The lease expired or the unit is no longer this node's under that token."""
+    NOT_RUNNING = "NOT_RUNNING"
+    """The task left STARTED (finished, failed, cancelled, replaced or deleted)."""
+
+
+class _Done:
+    """Type of :data:`DONE`."""
+
+    _instance: _Done | None = None
+
+    def __new__(cls) -> _Done:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "dtaskq.DONE"
+
+
+DONE: Final = _Done()
+"""Returned by range-task claims when no unit is left to hand out."""
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """Names one version of a task; every call after ``add_task`` takes one."""
+
+    namespace: str
+    task_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """A named unit at task creation, optionally in a group."""
+
+    id: str
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The state of one unit. ``node`` is None while unassigned; ``attempt`` is the token of
+    the latest claim (0 before the first)."""
+
+    id: str
+    group: str
+    node: str | None
+    status: UnitStatus
+    progress: float
+    error: str
+    attempt: int
+    updated_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    ready_at: datetime | None
+    """When a unit backing off after a retryable failure may be claimed again."""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A node's prepare or post ack."""
+
+    success: bool
+    error: str
+    acked_at: datetime
+
+
+@dataclass(frozen=True)
+class Task:
+    """A snapshot of one task version, read atomically."""
+
+    namespace: str
+    task_id: str
+    version: int
+    status: TaskStatus
+    payload: bytes
+    error: str
+    started_at: datetime
+    finished_at: datetime | None
+    units: dict[str, Unit]
+    prepare_acks: dict[str, Ack] = field(default_factory=dict)
+    post_acks: dict[str, Ack] = field(default_factory=dict)
+    counts: dict[UnitStatus, int] = field(default_factory=dict)
+    lease_ms: int = 30_000
+    on_lease_expiry: str = "reassign"
+    max_attempts: int = 1
+    retry_backoff_ms: int = 1_000
+    completed_ttl_ms: int = 86_400_000
+    ack_barrier: bool = False
+    prepare_barrier: bool = False
+    conflict_keys: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> TaskRef:
+        """The reference naming this version."""
+        return TaskRef(self.namespace, self.task_id, self.version)
+
+    @property
+    def is_active(self) -> bool:
+        """True while the task is not terminal."""
+        return not self.status.is_terminal

@@ -1,0 +1,321 @@
+"""The operations of the task API as I/O-free steps: each validates its arguments, then
+yields the script calls it needs and returns the decoded result. ``Client`` and
+``AsyncClient`` drive the same steps, one with blocking calls and one with awaits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from . import codec, keys, validate
+from .calls import Call, Router, Steps
+from .errors import InvalidArgument
+from .models import ClaimStatus, Task, TaskRef
+from .scripts import Script, script
+
+DEFAULT_LEASE_MS = 30_000
+DEFAULT_TTL_MS = 86_400_000
+DEFAULT_RETRY_BACKOFF_MS = 1_000
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+DEFAULT_SWEEP_BATCH = 2_048
+
+_ADD = script("add_task")
+_GET = script("get_task")
+_LIST = script("list_tasks")
+_CLAIM = script("claim_unit")
+_PROGRESS = script("update_progress")
+_COMPLETE = script("complete_unit")
+_FAIL = script("fail_unit")
+_HEARTBEAT = script("heartbeat")
+_ACK = script("record_ack")
+_FINALIZE = script("finalize_task")
+_CANCEL = script("cancel_task")
+_CLEANUP = script("cleanup_task")
+_SWEEP = script("sweep")
+_NAMESPACES = script("list_namespaces")
+
+_CLAIM_STATUSES = (ClaimStatus.HELD, ClaimStatus.LOST, ClaimStatus.NOT_RUNNING)
+_LIST_PAGE = 500
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one bounded sweep call did; ``more`` is True when further items are already due."""
+
+    reclaimed: int
+    deleted: int
+    more: bool
+
+
+def _token_arg(token: int | None) -> str:
+    return "" if token is None else str(token)
+
+
+def _context(ref: TaskRef, **extra: Any) -> dict[str, Any]:
+    return {"namespace": ref.namespace, "task_id": ref.task_id, "version": ref.version, **extra}
+
+
+def _on_task(
+    router: Router, ref: TaskRef, call_script: Script, args: list[Any], **ctx: Any
+) -> Steps[Any]:
+    """One script call on a task's keys; the ARGV start with the task id and version."""
+    part = yield from router.partition(ref.namespace, ref.task_id)
+    return (
+        yield Call(
+            call_script,
+            part.task_keys(ref.task_id),
+            [ref.task_id, str(ref.version), *args],
+            _context(ref, **ctx),
+        )
+    )
+
+
+class TaskOptions(TypedDict, total=False):
+    """Options of ``add_task``, with their defaults."""
+
+    ack_barrier: bool
+    """False. Completion waits in SWAPPING for a post ack from every owning node."""
+    prepare_barrier: bool
+    """False. Completion first waits in PREPARING for prepare acks; implies ack_barrier."""
+    conflict_keys: Iterable[str]
+    """(). Rejects the task while an active task of the namespace holds any of these keys."""
+    lease_ms: int
+    """30 000. How long a claim lasts without a heartbeat."""
+    on_lease_expiry: str
+    """"reassign" (any node may claim the unit again) or "sticky" (only its node may)."""
+    max_attempts: int
+    """1. Claims a unit may use; retryable failures come back until they are used up."""
+    retry_backoff_ms: int
+    """1 000. A retried unit waits ``retry_backoff_ms * 2**(attempt-1)`` (at most an hour)."""
+    completed_ttl_ms: int
+    """86 400 000. How long a terminal task is kept before cleanup or the sweeper removes it."""
+
+
+def add_task(
+    router: Router,
+    namespace: str,
+    task_id: str,
+    units: Iterable[Any],
+    payload: bytes,
+    max_payload_bytes: int,
+    options: TaskOptions,
+) -> Steps[TaskRef]:
+    """Creates a task with named units (rules 1-5); see :meth:`dtaskq.Client.add_task`."""
+    unknown = set(options) - set(TaskOptions.__annotations__)
+    if unknown:
+        raise InvalidArgument(f"unknown add_task options: {', '.join(sorted(unknown))}")
+    validate.namespace(namespace)
+    validate.ident(task_id, "task id")
+    validate.payload(payload, max_payload_bytes)
+    specs = validate.units(units)
+    ack_barrier = validate.flag(options.get("ack_barrier", False), "ack_barrier")
+    prepare_barrier = validate.flag(options.get("prepare_barrier", False), "prepare_barrier")
+    ckeys = validate.conflict_keys(options.get("conflict_keys", ()))
+    lease_ms = validate.integer(options.get("lease_ms", DEFAULT_LEASE_MS), "lease_ms", 1, 2**40)
+    on_lease_expiry = validate.lease_expiry(options.get("on_lease_expiry", "reassign"))
+    max_attempts = validate.integer(options.get("max_attempts", 1), "max_attempts", 1, 10**6)
+    retry_backoff_ms = validate.integer(
+        options.get("retry_backoff_ms", DEFAULT_RETRY_BACKOFF_MS), "retry_backoff_ms", 0, 2**40
+    )
+    completed_ttl_ms = validate.integer(
+        options.get("completed_ttl_ms", DEFAULT_TTL_MS), "completed_ttl_ms", 0, 2**45
+    )
+    barrier = 2 if prepare_barrier else 1 if ack_barrier else 0
+    count = yield from router.partition_count(namespace)
+    if ckeys and count > 1:
+        raise InvalidArgument(
+            "conflict_keys are checked atomically within one partition; "
+            f"namespace {namespace!r} has {count}"
+        )
+    part = keys.Partition(router.prefix, namespace, keys.partition_of(task_id, count))
+    args: list[Any] = [
+        task_id,
+        payload,
+        lease_ms,
+        on_lease_expiry,
+        max_attempts,
+        retry_backoff_ms,
+        completed_ttl_ms,
+        barrier,
+        len(ckeys),
+        *ckeys,
+    ]
+    for spec in specs:
+        args += (spec.id, spec.group)
+    version = yield Call(
+        _ADD, part.task_keys(task_id), args, {"namespace": namespace, "task_id": task_id}
+    )
+    return TaskRef(namespace, task_id, int(version))
+
+
+def get_task(router: Router, namespace: str, task_id: str) -> Steps[Task | None]:
+    """The latest version of a task, or None."""
+    validate.namespace(namespace)
+    validate.ident(task_id, "task id")
+    part = yield from router.partition(namespace, task_id)
+    reply = yield Call(
+        _GET, part.task_keys(task_id), [task_id], {"namespace": namespace, "task_id": task_id}
+    )
+    return codec.decode_task(namespace, task_id, reply)
+
+
+def _activity_order(task: Task) -> tuple[bool, float, str]:
+    moment = task.finished_at or task.started_at
+    return (not task.is_active, -moment.timestamp(), task.task_id)
+
+
+def list_tasks(router: Router, namespace: str | None = None) -> Steps[dict[str, list[Task]]]:
+    """Tasks by namespace, without empty namespaces, ordered as rule 23 says."""
+    if namespace is not None:
+        validate.namespace(namespace)
+    registry = yield Call(_NAMESPACES, [keys.namespaces_key(router.prefix)], [])
+    counts = {k.decode(): int(v) for k, v in zip(registry[::2], registry[1::2])}
+    wanted = [namespace] if namespace is not None else sorted(counts)
+    listing: dict[str, list[Task]] = {}
+    for ns in wanted:
+        tasks: list[Task] = []
+        for index in range(counts.get(ns, 0)):
+            part = keys.Partition(router.prefix, ns, index)
+            cursor = ""
+            while True:
+                page = yield Call(_LIST, part.list_keys(), [cursor, _LIST_PAGE], {"namespace": ns})
+                for raw_id in page:
+                    task = yield from get_task(router, ns, raw_id.decode())
+                    if task is not None:
+                        tasks.append(task)
+                if len(page) < _LIST_PAGE:
+                    break
+                cursor = page[-1].decode()
+        if tasks:
+            listing[ns] = sorted(tasks, key=_activity_order)
+    return listing
+
+
+def claim_unit(router: Router, ref: TaskRef, node: str, unit: str) -> Steps[int]:
+    """Claims a unit for ``node``; returns the token (rule 6)."""
+    validate.ref(ref)
+    validate.ident(node, "node id")
+    validate.ident(unit, "unit id")
+    token = yield from _on_task(router, ref, _CLAIM, [unit, node], unit=unit, node=node)
+    return int(token)
+
+
+def update_progress(
+    router: Router, ref: TaskRef, node: str, unit: str, progress: float, token: int | None
+) -> Steps[int | None]:
+    """Reports progress (rules 6-11); returns the token, or None when the unit was already
+    terminal and the report was ignored."""
+    value = validate.progress(progress)
+    validate.ref(ref)
+    validate.ident(node, "node id")
+    validate.ident(unit, "unit id")
+    validate.token(token)
+    args = [unit, node, repr(value), _token_arg(token)]
+    answer = yield from _on_task(router, ref, _PROGRESS, args, unit=unit, node=node)
+    return int(answer) or None
+
+
+def complete_unit(
+    router: Router, ref: TaskRef, node: str, unit: str, token: int | None
+) -> Steps[int]:
+    """Completes a unit (rule 12); returns the token it completed under."""
+    validate.ref(ref)
+    validate.ident(node, "node id")
+    validate.ident(unit, "unit id")
+    validate.token(token)
+    args = [unit, node, _token_arg(token)]
+    answer = yield from _on_task(router, ref, _COMPLETE, args, unit=unit, node=node)
+    return int(answer)
+
+
+def fail_unit(
+    router: Router,
+    ref: TaskRef,
+    node: str,
+    unit: str,
+    error: str,
+    token: int | None,
+    retryable: bool,
+) -> Steps[bool]:
+    """Fails a unit (rules 13-14); returns True when it will be retried."""
+    validate.ref(ref)
+    validate.ident(node, "node id")
+    validate.ident(unit, "unit id")
+    validate.error_text(error)
+    validate.token(token)
+    validate.flag(retryable, "retryable")
+    args = [unit, node, _token_arg(token), error, int(retryable)]
+    answer = yield from _on_task(router, ref, _FAIL, args, unit=unit, node=node)
+    return bool(answer)
+
+
+def heartbeat(
+    router: Router, node: str, claims: Sequence[tuple[TaskRef, str, int]]
+) -> Steps[list[ClaimStatus]]:
+    """Renews the leases of ``claims`` (one call per partition); answers per claim, in order."""
+    validate.ident(node, "node id")
+    for claim in claims:
+        if not isinstance(claim, tuple) or len(claim) != 3:
+            raise InvalidArgument("claims are (TaskRef, unit id, token) tuples")
+        validate.ref(claim[0])
+        validate.ident(claim[1], "unit id")
+        validate.integer(claim[2], "token", 0)
+    by_partition: dict[keys.Partition, list[int]] = {}
+    for i, (ref, _, _) in enumerate(claims):
+        part = yield from router.partition(ref.namespace, ref.task_id)
+        by_partition.setdefault(part, []).append(i)
+    answers: list[ClaimStatus] = [ClaimStatus.LOST] * len(claims)
+    for part, indexes in by_partition.items():
+        args: list[Any] = [node]
+        for i in indexes:
+            ref, unit, token = claims[i]
+            args += (ref.task_id, str(ref.version), unit, token)
+        replies = yield Call(_HEARTBEAT, part.heartbeat_keys(), args, {"node": node})
+        for i, reply in zip(indexes, replies):
+            answers[i] = _CLAIM_STATUSES[int(reply)]
+    return answers
+
+
+def record_ack(
+    router: Router, ref: TaskRef, node: str, phase: str, success: bool, error: str
+) -> Steps[bool]:
+    """Records a prepare or post ack (rules 16-19); True when recorded, False when dropped."""
+    validate.ref(ref)
+    validate.ident(node, "node id")
+    validate.flag(success, "success")
+    validate.error_text(error)
+    args = [node, phase, int(success), error]
+    answer = yield from _on_task(router, ref, _ACK, args, node=node)
+    return bool(answer)
+
+
+def finalize_task(router: Router, ref: TaskRef) -> Steps[bool]:
+    """SWAPPING -> FINISHED once every post ack is in (rule 20); False if already FINISHED."""
+    validate.ref(ref)
+    return bool((yield from _on_task(router, ref, _FINALIZE, [])))
+
+
+def cancel_task(router: Router, ref: TaskRef) -> Steps[None]:
+    """STARTED -> CANCELLED (rule 21)."""
+    validate.ref(ref)
+    yield from _on_task(router, ref, _CANCEL, [])
+
+
+def cleanup_task(router: Router, ref: TaskRef) -> Steps[None]:
+    """Deletes a terminal task version past its TTL (rule 22)."""
+    validate.ref(ref)
+    yield from _on_task(router, ref, _CLEANUP, [])
+
+
+def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[SweepResult]:
+    """One bounded sweep of one partition: expired leases, then expired terminal tasks."""
+    validate.namespace(namespace)
+    validate.integer(partition, "partition", 0, 1023)
+    validate.integer(limit, "limit", 1, 10_000)
+    count = yield from router.partition_count(namespace)
+    if partition >= count:
+        raise InvalidArgument(f"namespace {namespace!r} has {count} partitions, not {partition + 1}")
+    part = keys.Partition(router.prefix, namespace, partition)
+    reclaimed, deleted, more = yield Call(_SWEEP, part.sweep_keys(), [limit], {"namespace": namespace})
+    return SweepResult(int(reclaimed), int(deleted), bool(more))

@@ -1,0 +1,27 @@
+-- claim_unit: the first claimer of an unassigned unit owns it (rule 6); the holder gets its
+-- current token back and its lease renewed. An expired lease is honoured here (rule 25).
+-- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
+-- Returns: the token (the unit's attempt number)
+-- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
+--         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_UNIT_NOT_READY
+-- @include common
+
+local task_id = arg_id(ARGV[1], 'task id')
+local version = arg_id(ARGV[2], 'version')
+local unit_id = arg_id(ARGV[3], 'unit id')
+local node = arg_id(ARGV[4], 'node id')
+
+local t = require_task(call_keys(), task_id, version)
+require_running(t)
+local now = now_ms()
+local stored = require_unit(t, unit_id)
+local u = effective(t, stored, now)
+if u[U_STATUS] == COMPLETED or u[U_STATUS] == FAILED then
+  fail('UNIT_ALREADY_TERMINAL', 'unit ' .. unit_id .. ' is terminal')
+end
+local claimed = copy(check_claim(t, unit_id, u, node, nil, now))
+claimed[U_LEASE] = now + t.lease_ms
+claimed[U_UPDATED] = now
+save_unit(t, unit_id, stored, claimed)
+return claimed[U_ATTEMPT]

@@ -1,0 +1,21 @@
+-- cleanup_task: deletes every key of a terminal task version older than its TTL (rule 22).
+-- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- ARGV[1] task id   ARGV[2] version
+-- Returns: 1
+-- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_STILL_RUNNING,
+--         DTQ_TASK_TOO_FRESH
+-- @include common
+
+local task_id = arg_id(ARGV[1], 'task id')
+local version = arg_id(ARGV[2], 'version')
+local keys = call_keys()
+local t = require_task(keys, task_id, version)
+if ACTIVE[t.status] then fail('TASK_STILL_RUNNING', 'task ' .. task_id .. ' is ' .. t.status) end
+local age = now_ms() - t.finished_at
+if age <= t.ttl_ms then
+  fail('TASK_TOO_FRESH', 'task ' .. task_id .. ' finished ' .. age .. ' ms ago, TTL is ' .. t.ttl_ms .. ' ms')
+end
+redis.call('DEL', keys.task, keys.units, keys.acks, keys.nodes)
+redis.call('ZREM', keys.index, task_id)
+redis.call('ZREM', keys.expiry, task_id)
+return 1

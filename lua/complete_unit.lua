@@ -1,0 +1,38 @@
+-- complete_unit: marks a unit COMPLETED (rule 12); completing the last unit moves the task on
+-- (FINISHED, or into its barrier). Completing an unassigned unit claims it first. An identical
+-- retry (same node, same token) of a completion that already happened succeeds unchanged.
+-- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
+-- ARGV[5] token ("" = check the node only)
+-- Returns: the token under which the unit completed
+-- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
+--         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_LEASE_LOST, DTQ_UNIT_NOT_READY
+-- @include common
+
+local task_id = arg_id(ARGV[1], 'task id')
+local version = arg_id(ARGV[2], 'version')
+local unit_id = arg_id(ARGV[3], 'unit id')
+local node = arg_id(ARGV[4], 'node id')
+local token = arg_token(ARGV[5])
+
+local t = require_task(call_keys(), task_id, version)
+local stored = require_unit(t, unit_id)
+if stored[U_STATUS] == COMPLETED and stored[U_NODE] == node
+    and (token == nil or token == stored[U_ATTEMPT]) then
+  return stored[U_ATTEMPT]
+end
+require_running(t)
+if stored[U_STATUS] == COMPLETED or stored[U_STATUS] == FAILED then
+  fail('UNIT_ALREADY_TERMINAL', 'unit ' .. unit_id .. ' is terminal')
+end
+local now = now_ms()
+local u = copy(check_claim(t, unit_id, effective(t, stored, now), node, token, now))
+u[U_STATUS] = COMPLETED
+u[U_PROGRESS] = 1
+u[U_UPDATED] = now
+u[U_FINISHED] = now
+u[U_LEASE] = 0
+save_unit(t, unit_id, stored, u)
+t.units_completed = redis.call('HINCRBY', t.keys.task, 'units_completed', 1)
+if t.units_completed == t.units_total then advance(t, now) end
+return u[U_ATTEMPT]

@@ -1,0 +1,13 @@
+-- get_task: reads the current version of a task, its units and its acks in one snapshot.
+-- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- ARGV[1] task id
+-- Returns: {} when there is no such task, else {task fields, unit fields, ack fields}, each
+--          a flat HGETALL array; unit and ack values are msgpack arrays
+-- Errors: DTQ_INVALID_ARGUMENT
+-- @include common
+
+arg_id(ARGV[1], 'task id')
+local keys = call_keys()
+local task = redis.call('HGETALL', keys.task)
+if #task == 0 then return {} end
+return { task, redis.call('HGETALL', keys.units), redis.call('HGETALL', keys.acks) }

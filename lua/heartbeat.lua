@@ -1,0 +1,37 @@
+-- heartbeat: renews a node's leases on units of one partition (rule 24).
+-- KEYS[1] the partition's lease index ("<base>leases"); the tasks' keys are derived from it
+-- ARGV[1] node id, then triples (task id, version, unit id, token) -- four values per claim
+-- Returns: one integer per claim: 0 held (lease renewed), 1 lost, 2 task no longer running
+-- Errors: DTQ_INVALID_ARGUMENT
+-- @include common
+
+local node = arg_id(ARGV[1], 'node id')
+if (#ARGV - 1) % 4 ~= 0 then fail('INVALID_ARGUMENT', 'claims come as (task id, version, unit id, token)') end
+for i = 2, #ARGV, 4 do
+  arg_id(ARGV[i], 'task id')
+  arg_id(ARGV[i + 1], 'version')
+  arg_id(ARGV[i + 2], 'unit id')
+  arg_int(ARGV[i + 3], 'token', 0, 9007199254740992)
+end
+
+local HELD, LOST, NOT_RUNNING = 0, 1, 2
+local now = now_ms()
+local answers = {}
+for i = 2, #ARGV, 4 do
+  local unit_id, token = ARGV[i + 2], tonumber(ARGV[i + 3])
+  local t = load_task(run_time_keys(KEYS[1], 'leases', ARGV[i]), ARGV[i], ARGV[i + 1])
+  local answer = NOT_RUNNING
+  if t and t.status == 'STARTED' then
+    answer = LOST
+    local raw = redis.call('HGET', t.keys.units, unit_id)
+    local u = raw and cmsgpack.unpack(raw)
+    if u and u[U_STATUS] == IN_PROGRESS and u[U_LEASE] > now and u[U_NODE] == node and u[U_ATTEMPT] == token then
+      local renewed = copy(u)
+      renewed[U_LEASE] = now + t.lease_ms
+      save_unit(t, unit_id, u, renewed)
+      answer = HELD
+    end
+  end
+  answers[#answers + 1] = answer
+end
+return answers

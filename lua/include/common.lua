@@ -1,0 +1,217 @@
+-- Helpers shared by the task scripts; the loader splices this file where a script says
+-- `-- @include common`. Everything here is local to the including script.
+
+local PENDING, IN_PROGRESS, COMPLETED, FAILED = 0, 1, 2, 3
+
+-- Unit records are msgpack arrays; these are their 1-based slots.
+local U_STATUS, U_GROUP, U_NODE, U_PROGRESS, U_ATTEMPT = 1, 2, 3, 4, 5
+local U_UPDATED, U_FINISHED, U_ERROR, U_LEASE, U_READY = 6, 7, 8, 9, 10
+
+local ACTIVE = { STARTED = true, PREPARING = true, SWAPPING = true }
+
+-- Raising a table carries our error text through nested calls; the client strips the
+-- location suffix the server appends.
+local function fail(code, message)
+  error({ err = 'DTQ_' .. code .. ' ' .. message })
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function arg_int(value, name, min, max)
+  local n = tonumber(value)
+  if n == nil or n ~= math.floor(n) or n < min or n > max then
+    fail('INVALID_ARGUMENT', name .. ' must be an integer in [' .. min .. ', ' .. max .. ']')
+  end
+  return n
+end
+
+-- Ids of tasks, units, nodes and conflict keys: 1-200 bytes, no braces, whitespace or
+-- control characters (keys embed them, and lease members join them with a newline).
+local function arg_id(value, name)
+  if type(value) ~= 'string' or #value < 1 or #value > 200 or string.find(value, '[%c%s{}]') then
+    fail('INVALID_ARGUMENT', name .. ' is not a valid id')
+  end
+  return value
+end
+
+local function arg_token(value)
+  if value == '' then return nil end
+  return arg_int(value, 'token', 0, 9007199254740992)
+end
+
+-- Every task script takes the same KEYS, in this order (dtaskq/keys.py builds them).
+local function call_keys()
+  return {
+    task = KEYS[1], units = KEYS[2], acks = KEYS[3], nodes = KEYS[4],
+    leases = KEYS[5], expiry = KEYS[6], conflicts = KEYS[7], index = KEYS[8], seq = KEYS[9],
+  }
+end
+
+-- The same keys for a task found at run time, built from one of the caller's KEYS (which ends
+-- in `suffix`) so that they stay in the caller's slot; keys.py documents the layout.
+local function run_time_keys(key, suffix, task_id)
+  local base = string.sub(key, 1, #key - #suffix)
+  return {
+    task = base .. 'task:' .. task_id, units = base .. 'units:' .. task_id,
+    acks = base .. 'acks:' .. task_id, nodes = base .. 'nodes:' .. task_id,
+    leases = base .. 'leases', expiry = base .. 'expiry', conflicts = base .. 'conflicts',
+    index = base .. 'tasks', seq = base .. 'seq',
+  }
+end
+
+local TASK_FIELDS = {
+  'version', 'status', 'lease_ms', 'on_lease_expiry', 'max_attempts', 'retry_backoff_ms',
+  'completed_ttl_ms', 'barrier', 'units_total', 'units_completed', 'finished_at',
+}
+
+-- Loads the task named by (id, version); version '' means "whatever is current".
+-- Returns nil when the task or that version does not exist.
+local function load_task(keys, task_id, version)
+  local v = redis.call('HMGET', keys.task, unpack(TASK_FIELDS))
+  if not v[1] or (version ~= '' and v[1] ~= version) then return nil end
+  return {
+    id = task_id, keys = keys,
+    version = v[1], status = v[2], lease_ms = tonumber(v[3]), sticky = v[4] == 'sticky',
+    max_attempts = tonumber(v[5]), retry_backoff_ms = tonumber(v[6]),
+    ttl_ms = tonumber(v[7]), barrier = tonumber(v[8]),
+    units_total = tonumber(v[9]), units_completed = tonumber(v[10]),
+    finished_at = tonumber(v[11] or '0'),
+  }
+end
+
+local function require_task(keys, task_id, version)
+  local t = load_task(keys, task_id, version)
+  if not t then fail('TASK_DOES_NOT_EXIST', 'task ' .. task_id .. ' version ' .. version .. ' does not exist') end
+  return t
+end
+
+local function require_running(t)
+  if t.status ~= 'STARTED' then fail('TASK_NOT_RUNNING', 'task ' .. t.id .. ' is ' .. t.status) end
+end
+
+local function require_unit(t, unit_id)
+  local raw = redis.call('HGET', t.keys.units, unit_id)
+  if not raw then fail('TASK_DOES_NOT_EXIST', 'unit ' .. unit_id .. ' does not exist in task ' .. t.id) end
+  return cmsgpack.unpack(raw)
+end
+
+local function copy(u)
+  local c = {}
+  for i = 1, 10 do c[i] = u[i] end
+  return c
+end
+
+-- The unit as it stands at `now`: an expired lease has already ended (rule 25), in memory
+-- only, so that a call that rejects afterwards still writes nothing.
+local function effective(t, u, now)
+  if u[U_STATUS] ~= IN_PROGRESS or u[U_LEASE] > now then return u end
+  local e = copy(u)
+  e[U_STATUS] = PENDING
+  e[U_LEASE] = 0
+  if not t.sticky then e[U_NODE] = '' end
+  return e
+end
+
+-- Writes a unit and keeps the lease index and the per-node ownership counts in step with it.
+local function save_unit(t, unit_id, old, new)
+  local member = t.id .. '\n' .. unit_id
+  if new[U_STATUS] == IN_PROGRESS then
+    redis.call('ZADD', t.keys.leases, new[U_LEASE], member)
+  elseif old[U_STATUS] == IN_PROGRESS then
+    redis.call('ZREM', t.keys.leases, member)
+  end
+  if old[U_NODE] ~= new[U_NODE] then
+    if old[U_NODE] ~= '' and redis.call('HINCRBY', t.keys.nodes, old[U_NODE], -1) <= 0 then
+      redis.call('HDEL', t.keys.nodes, old[U_NODE])
+    end
+    if new[U_NODE] ~= '' then redis.call('HINCRBY', t.keys.nodes, new[U_NODE], 1) end
+  end
+  redis.call('HSET', t.keys.units, unit_id, cmsgpack.pack(new))
+end
+
+-- Checks that `node` may report on `u` with `token` (rules 6-7). Returns the unit as it will
+-- be after the report's claim: unchanged when already held, newly assigned when it was free.
+local function check_claim(t, unit_id, u, node, token, now)
+  if u[U_NODE] ~= '' and u[U_NODE] ~= node then
+    fail('UNIT_WRONG_NODE', 'unit ' .. unit_id .. ' is owned by node ' .. u[U_NODE])
+  end
+  if u[U_STATUS] == IN_PROGRESS then
+    if token ~= nil and token ~= u[U_ATTEMPT] then
+      fail('LEASE_LOST', 'token ' .. token .. ' of unit ' .. unit_id .. ' is stale')
+    end
+    return u
+  end
+  if token ~= nil then
+    fail('LEASE_LOST', 'token ' .. token .. ' of unit ' .. unit_id .. ' is stale')
+  end
+  if u[U_READY] > now then
+    fail('UNIT_NOT_READY', 'unit ' .. unit_id .. ' is backing off for ' .. (u[U_READY] - now) .. ' ms')
+  end
+  local c = copy(u)
+  c[U_STATUS] = IN_PROGRESS
+  c[U_NODE] = node
+  c[U_ATTEMPT] = u[U_ATTEMPT] + 1
+  c[U_READY] = 0
+  return c
+end
+
+local function release_conflict_keys(t)
+  local conflicts_key = t.keys.conflicts
+  local ckeys = redis.call('HGET', t.keys.task, 'conflict_keys')
+  if not ckeys or ckeys == '' then return end
+  for key in string.gmatch(ckeys, '[^\n]+') do
+    if redis.call('HGET', conflicts_key, key) == t.id then redis.call('HDEL', conflicts_key, key) end
+  end
+end
+
+-- Past the TTL the sweeper deletes a terminal task; the key TTL set here is only a backstop
+-- for a namespace that no worker sweeps any more.
+local BACKSTOP_MS = 3600000
+
+local function finish_task(t, status, err, now)
+  local finished_at = t.finished_at
+  if finished_at == 0 then finished_at = now end
+  redis.call('HSET', t.keys.task, 'status', status, 'error', err, 'finished_at', finished_at)
+  t.status = status
+  t.finished_at = finished_at
+  release_conflict_keys(t)
+  redis.call('ZADD', t.keys.expiry, finished_at + t.ttl_ms, t.id)
+  for _, key in ipairs({ t.keys.task, t.keys.units, t.keys.acks, t.keys.nodes }) do
+    redis.call('PEXPIRE', key, t.ttl_ms + BACKSTOP_MS)
+  end
+end
+
+-- Nodes in the expected ack set (rule 16) lacking a successful ack for `phase`.
+local function missing_acks(t, phase)
+  local nodes = redis.call('HKEYS', t.keys.nodes)
+  local missing = {}
+  for _, node in ipairs(nodes) do
+    local raw = redis.call('HGET', t.keys.acks, phase .. ':' .. node)
+    if not raw or cmsgpack.unpack(raw)[1] ~= 1 then missing[#missing + 1] = node end
+  end
+  return missing
+end
+
+-- Moves a task whose units are all complete (or whose prepare acks are all in) to its next
+-- status; a barrier phase is skipped at once when every expected ack already arrived.
+local function advance(t, now)
+  if t.status == 'STARTED' and t.barrier == 2 then
+    t.status = 'PREPARING'
+  elseif t.status == 'STARTED' and t.barrier == 1 then
+    t.status = 'SWAPPING'
+  elseif t.status == 'STARTED' then
+    finish_task(t, 'FINISHED', '', now)
+    return
+  elseif t.status == 'PREPARING' then
+    t.status = 'SWAPPING'
+  else
+    return
+  end
+  redis.call('HSET', t.keys.task, 'status', t.status)
+  if t.status == 'PREPARING' and #missing_acks(t, 'prepare') == 0 then
+    advance(t, now)
+  end
+end

@@ -1,0 +1,5 @@
+-- list_namespaces: the namespace registry.
+-- KEYS[1] namespace registry hash (namespace -> partition count)
+-- Returns: flat array of namespace, partition count
+-- Errors: none
+return redis.call('HGETALL', KEYS[1])
