@@ -32,7 +32,7 @@ class AsyncClient:
         max_payload_bytes: int = ops.DEFAULT_MAX_PAYLOAD,
         retry_attempts: int = 5,
     ) -> None:
-        check_connection(connection.get_connection_kwargs().get("decode_responses"))
+        check_connection(connection.connection_pool.connection_kwargs.get("decode_responses"))
         self.redis = connection
         self._router = Router(prefix, partitions)
         self._max_payload = max_payload_bytes
@@ -142,9 +142,7 @@ class AsyncClient:
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""
     ) -> bool:
         """See :meth:`dtaskq.Client.record_prepare_ack`."""
-        return await self._drive(
-            ops.record_ack(self._router, ref, node, "prepare", success, error)
-        )
+        return await self._drive(ops.record_ack(self._router, ref, node, "prepare", success, error))
 
     async def record_post_ack(
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""

@@ -91,7 +91,7 @@ def retry_policy(attempts: int) -> dict[str, Any]:
     """
     return {
         "stop": tenacity.stop_after_attempt(attempts),
-        "wait": tenacity.wait_exponential_jitter(initial=0.02, max=1.0),
+        "wait": tenacity.wait_exponential(multiplier=0.02, max=1.0) + tenacity.wait_random(0, 0.02),
         "retry": tenacity.retry_if_exception(is_transient),
         "reraise": True,
     }

@@ -44,7 +44,7 @@ class Client:
         max_payload_bytes: int = ops.DEFAULT_MAX_PAYLOAD,
         retry_attempts: int = 5,
     ) -> None:
-        check_connection(connection.get_connection_kwargs().get("decode_responses"))
+        check_connection(connection.connection_pool.connection_kwargs.get("decode_responses"))
         self.redis = connection
         self._router = Router(prefix, partitions)
         self._max_payload = max_payload_bytes
@@ -160,9 +160,7 @@ class Client:
     ) -> bool:
         """Fails a unit. Returns True when it was put back for a retry (``retryable`` and
         attempts left); otherwise the unit and the whole task fail at once."""
-        return self._drive(
-            ops.fail_unit(self._router, ref, node, unit, error, token, retryable)
-        )
+        return self._drive(ops.fail_unit(self._router, ref, node, unit, error, token, retryable))
 
     def heartbeat(self, node: str, claims: Sequence[tuple[TaskRef, str, int]]) -> list[ClaimStatus]:
         """Renews ``node``'s leases on ``(ref, unit, token)`` claims, one call per partition;
@@ -175,7 +173,9 @@ class Client:
         """Records ``node``'s prepare ack; the first per node wins. True when recorded."""
         return self._drive(ops.record_ack(self._router, ref, node, "prepare", success, error))
 
-    def record_post_ack(self, ref: TaskRef, node: str, success: bool = True, error: str = "") -> bool:
+    def record_post_ack(
+        self, ref: TaskRef, node: str, success: bool = True, error: str = ""
+    ) -> bool:
         """Records ``node``'s post-completion ack; the first per node wins. True when recorded."""
         return self._drive(ops.record_ack(self._router, ref, node, "post", success, error))
 

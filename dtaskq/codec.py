@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -10,7 +10,12 @@ import msgpack
 from .models import Ack, Task, TaskStatus, Unit, UnitStatus
 
 # Unit records are msgpack arrays in this slot order (lua/include/common.lua).
-_UNIT_STATUSES = (UnitStatus.PENDING, UnitStatus.IN_PROGRESS, UnitStatus.COMPLETED, UnitStatus.FAILED)
+_UNIT_STATUSES = (
+    UnitStatus.PENDING,
+    UnitStatus.IN_PROGRESS,
+    UnitStatus.COMPLETED,
+    UnitStatus.FAILED,
+)
 
 
 def pack(value: Any) -> bytes:
@@ -25,7 +30,7 @@ def unpack(data: bytes) -> Any:
 
 def at(ms: float) -> datetime:
     """A server time in milliseconds since the epoch as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def optional_at(ms: float) -> datetime | None:
@@ -56,7 +61,7 @@ def decode_unit(unit_id: str, record: bytes) -> Unit:
 
 
 def _pairs(flat: list[bytes]) -> list[tuple[bytes, bytes]]:
-    return list(zip(flat[::2], flat[1::2]))
+    return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task | None:

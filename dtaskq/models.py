@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Final
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(enum.StrEnum):
     """Status of a task (DESIGN §3); the value is the upper-case name."""
 
     STARTED = "STARTED"
@@ -24,7 +24,7 @@ class TaskStatus(str, enum.Enum):
         return self in (TaskStatus.FINISHED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
-class UnitStatus(str, enum.Enum):
+class UnitStatus(enum.StrEnum):
     """Status of a unit (DESIGN §3); the value is the upper-case name."""
 
     PENDING = "PENDING"
@@ -38,7 +38,7 @@ class UnitStatus(str, enum.Enum):
         return self in (UnitStatus.COMPLETED, UnitStatus.FAILED)
 
 
-class ClaimStatus(str, enum.Enum):
+class ClaimStatus(enum.StrEnum):
     """What a heartbeat learned of one claim."""
 
     HELD = "HELD"

@@ -4,6 +4,7 @@ yields the script calls it needs and returns the decoded result. ``Client`` and
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -138,6 +139,7 @@ def add_task(
         retry_backoff_ms,
         completed_ttl_ms,
         barrier,
+        uuid.uuid4().hex,
         len(ckeys),
         *ckeys,
     ]
@@ -170,7 +172,7 @@ def list_tasks(router: Router, namespace: str | None = None) -> Steps[dict[str, 
     if namespace is not None:
         validate.namespace(namespace)
     registry = yield Call(_NAMESPACES, [keys.namespaces_key(router.prefix)], [])
-    counts = {k.decode(): int(v) for k, v in zip(registry[::2], registry[1::2])}
+    counts = {k.decode(): int(v) for k, v in zip(registry[::2], registry[1::2], strict=True)}
     wanted = [namespace] if namespace is not None else sorted(counts)
     listing: dict[str, list[Task]] = {}
     for ns in wanted:
@@ -272,7 +274,7 @@ def heartbeat(
             ref, unit, token = claims[i]
             args += (ref.task_id, str(ref.version), unit, token)
         replies = yield Call(_HEARTBEAT, part.heartbeat_keys(), args, {"node": node})
-        for i, reply in zip(indexes, replies):
+        for i, reply in zip(indexes, replies, strict=True):
             answers[i] = _CLAIM_STATUSES[int(reply)]
     return answers
 
@@ -315,7 +317,11 @@ def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[S
     validate.integer(limit, "limit", 1, 10_000)
     count = yield from router.partition_count(namespace)
     if partition >= count:
-        raise InvalidArgument(f"namespace {namespace!r} has {count} partitions, not {partition + 1}")
+        raise InvalidArgument(
+            f"namespace {namespace!r} has {count} partitions, not {partition + 1}"
+        )
     part = keys.Partition(router.prefix, namespace, partition)
-    reclaimed, deleted, more = yield Call(_SWEEP, part.sweep_keys(), [limit], {"namespace": namespace})
+    reclaimed, deleted, more = yield Call(
+        _SWEEP, part.sweep_keys(), [limit], {"namespace": namespace}
+    )
     return SweepResult(int(reclaimed), int(deleted), bool(more))

@@ -5,8 +5,11 @@
 -- ARGV[1] task id       ARGV[2] payload (bytes)      ARGV[3] lease_ms (>= 1)
 -- ARGV[4] on_lease_expiry ("reassign" | "sticky")   ARGV[5] max_attempts (>= 1)
 -- ARGV[6] retry_backoff_ms (>= 0)   ARGV[7] completed_ttl_ms (>= 0)
--- ARGV[8] barrier (0 none, 1 ack, 2 prepare+ack)   ARGV[9] number of conflict keys C
--- ARGV[10 .. 9+C] conflict keys, then pairs (unit id, group), at least one pair
+-- ARGV[8] barrier (0 none, 1 ack, 2 prepare+ack)
+-- ARGV[9] request id: the same for every retry of one call, so a retry after a lost reply
+--         gets the version it created instead of DTQ_TASK_EXISTS
+-- ARGV[10] number of conflict keys C
+-- ARGV[11 .. 10+C] conflict keys, then pairs (unit id, group), at least one pair
 -- Returns: the new version (integer)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_EXISTS, DTQ_TASK_CONFLICT
 -- @include common
@@ -23,15 +26,16 @@ local max_attempts = arg_int(ARGV[5], 'max_attempts', 1, 1000000)
 local backoff = arg_int(ARGV[6], 'retry_backoff_ms', 0, 2 ^ 40)
 local ttl = arg_int(ARGV[7], 'completed_ttl_ms', 0, 2 ^ 45)
 local barrier = arg_int(ARGV[8], 'barrier', 0, 2)
-local n_conflicts = arg_int(ARGV[9], 'conflict key count', 0, 1000)
-local first_unit = 10 + n_conflicts
+local request_id = arg_id(ARGV[9], 'request id')
+local n_conflicts = arg_int(ARGV[10], 'conflict key count', 0, 1000)
+local first_unit = 11 + n_conflicts
 local n_args = #ARGV - first_unit + 1
 if n_args < 2 or n_args % 2 ~= 0 or n_args > 200000 then
   fail('INVALID_ARGUMENT', 'a task needs 1 to 100000 (unit id, group) pairs')
 end
 
 local conflict_keys = {}
-for i = 10, first_unit - 1 do conflict_keys[#conflict_keys + 1] = arg_id(ARGV[i], 'conflict key') end
+for i = 11, first_unit - 1 do conflict_keys[#conflict_keys + 1] = arg_id(ARGV[i], 'conflict key') end
 local seen = {}
 for i = first_unit, #ARGV, 2 do
   local unit_id = arg_id(ARGV[i], 'unit id')
@@ -41,7 +45,9 @@ for i = first_unit, #ARGV, 2 do
   if #group > 200 or string.find(group, '%c') then fail('INVALID_ARGUMENT', 'group of ' .. unit_id .. ' is not valid') end
 end
 
-local previous = redis.call('HGET', keys.task, 'status')
+local previous = redis.call('HMGET', keys.task, 'status', 'request_id', 'version')
+if previous[2] == request_id then return tonumber(previous[3]) end
+previous = previous[1]
 if previous and ACTIVE[previous] then
   fail('TASK_EXISTS', 'task ' .. task_id .. ' is ' .. previous)
 end
@@ -63,7 +69,7 @@ redis.call('HSET', keys.task,
   'started_at', now, 'finished_at', 0, 'lease_ms', lease_ms, 'on_lease_expiry', expiry,
   'max_attempts', max_attempts, 'retry_backoff_ms', backoff, 'completed_ttl_ms', ttl,
   'barrier', barrier, 'units_total', n_units, 'units_completed', 0,
-  'conflict_keys', table.concat(conflict_keys, '\n'))
+  'conflict_keys', table.concat(conflict_keys, '\n'), 'request_id', request_id)
 
 local fresh = {}
 local batch = {}
