@@ -1,0 +1,113 @@
+"""Shared fixtures: a real server per session, and per-test names that never collide."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import redis
+
+import dtaskq
+from dtaskq.server import ENV_URL, EmbeddedServer, find_server_binaries
+
+
+def _server_params() -> list[object]:
+    url = os.environ.get(ENV_URL)
+    if url:
+        return [pytest.param(url, id="external")]
+    binaries = find_server_binaries()
+    if not binaries:
+        # EmbeddedServer(None) then fails with the message that says what to install,
+        # rather than every server test being skipped for an empty parameter list.
+        return [pytest.param(None, id="no-server")]
+    return [pytest.param(path, id=kind) for kind, path in binaries]
+
+
+def _refuse_non_empty(url: str) -> None:
+    with redis.Redis.from_url(url) as client:
+        size = client.dbsize()
+    if size:
+        pytest.exit(
+            f"refusing to run tests against a non-empty database: {url} holds {size} keys; "
+            f"point {ENV_URL} at an empty database",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+@pytest.fixture(scope="session", params=_server_params())
+def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of an empty server for the session: ``$DTASKQ_REDIS_URL``, else one embedded
+    server per installed binary, so every test that uses it runs once per server."""
+    param: str | Path | None = request.param
+    if isinstance(param, str):
+        _refuse_non_empty(param)
+        yield param
+        return
+    with EmbeddedServer(param) as server:
+        _refuse_non_empty(server.url)
+        yield server.url
+
+
+@pytest.fixture
+def r(server_url: str) -> Iterator[redis.Redis]:
+    """A raw redis-py client (bytes responses) on the session's server."""
+    client = redis.Redis.from_url(server_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test uses."""
+    return "t" + uuid4().hex[:12]
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix no other test uses, so tests never see each other's keys."""
+    return "dtq" + uuid4().hex[:8]
+
+
+# --- dtaskq client fixtures go below this line. ---
+
+
+@pytest.fixture
+def client(server_url: str, prefix: str) -> Iterator[dtaskq.Client]:
+    """A sync client with this test's own key prefix."""
+    with dtaskq.Client.from_url(server_url, prefix=prefix) as c:
+        yield c
+        # Leave the server as empty as we found it, so a DTASKQ_REDIS_URL run can repeat.
+        for key in c.redis.scan_iter(match=f"*{prefix}*", count=1000):
+            c.redis.delete(key)
+
+
+@pytest.fixture
+async def aclient(server_url: str, prefix: str) -> AsyncIterator[dtaskq.AsyncClient]:
+    """An async client with this test's own key prefix (use in ``async def`` tests)."""
+    async with dtaskq.AsyncClient.from_url(server_url, prefix=prefix) as c:
+        yield c
+
+
+@pytest.fixture
+def state(r: redis.Redis, prefix: str) -> Callable[[], dict[bytes, object]]:
+    """Reads every key under this test's prefix with its content: compare two reads to
+    prove that a rejected call wrote nothing."""
+
+    def read() -> dict[bytes, object]:
+        found: dict[bytes, object] = {}
+        for key in sorted(r.scan_iter(match=f"*{prefix}*", count=1000)):
+            kind = r.type(key)
+            if kind == b"hash":
+                found[key] = r.hgetall(key)
+            elif kind == b"zset":
+                found[key] = r.zrange(key, 0, -1, withscores=True)
+            elif kind == b"string":
+                found[key] = r.get(key)
+            else:
+                found[key] = kind
+        return found
+
+    return read
