@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, Unpack
 
 import redis.asyncio
@@ -10,9 +10,7 @@ import redis.exceptions
 import tenacity
 
 from . import ops
-from .calls import Call, Router, Steps, retry_policy, translate
-from .client import check_connection
-from .keys import DEFAULT_PREFIX
+from .calls import Call, ClientCore, ClientOptions, Steps, translate
 from .models import ClaimStatus, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
@@ -23,23 +21,12 @@ class AsyncClient:
     """The task API over a ``redis.asyncio`` connection; each method is the coroutine form of
     the :class:`dtaskq.Client` method of the same name, with the same guarantees and errors."""
 
-    def __init__(
-        self,
-        connection: redis.asyncio.Redis,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        partitions: Mapping[str, int] | None = None,
-        max_payload_bytes: int = ops.DEFAULT_MAX_PAYLOAD,
-        retry_attempts: int = 5,
-    ) -> None:
-        check_connection(connection.connection_pool.connection_kwargs.get("decode_responses"))
+    def __init__(self, connection: redis.asyncio.Redis, **options: Unpack[ClientOptions]) -> None:
         self.redis = connection
-        self._router = Router(prefix, partitions)
-        self._max_payload = max_payload_bytes
-        self._retry = retry_policy(retry_attempts)
+        self._core = ClientCore(connection.connection_pool.connection_kwargs, options)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> AsyncClient:
+    def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> AsyncClient:
         """A client on a new connection pool for ``url``."""
         return cls(redis.asyncio.Redis.from_url(url), **options)
 
@@ -55,7 +42,7 @@ class AsyncClient:
 
     async def _execute(self, call: Call) -> Any:
         try:
-            async for attempt in tenacity.AsyncRetrying(**self._retry):
+            async for attempt in tenacity.AsyncRetrying(**self._core.retry):
                 with attempt:
                     return await self._eval(call)
         except Exception as exc:
@@ -88,35 +75,41 @@ class AsyncClient:
         """See :meth:`dtaskq.Client.add_task`."""
         return await self._drive(
             ops.add_task(
-                self._router, namespace, task_id, units, payload, self._max_payload, options
+                self._core.router,
+                namespace,
+                task_id,
+                units,
+                payload,
+                self._core.max_payload,
+                options,
             )
         )
 
     async def get_task(self, namespace: str, task_id: str) -> Task | None:
         """See :meth:`dtaskq.Client.get_task`."""
-        return await self._drive(ops.get_task(self._router, namespace, task_id))
+        return await self._drive(ops.get_task(self._core.router, namespace, task_id))
 
     async def list_tasks(self, namespace: str | None = None) -> dict[str, list[Task]]:
         """See :meth:`dtaskq.Client.list_tasks`."""
-        return await self._drive(ops.list_tasks(self._router, namespace))
+        return await self._drive(ops.list_tasks(self._core.router, namespace))
 
     async def claim_unit(self, ref: TaskRef, node: str, unit: str) -> int:
         """See :meth:`dtaskq.Client.claim_unit`."""
-        return await self._drive(ops.claim_unit(self._router, ref, node, unit))
+        return await self._drive(ops.claim_unit(self._core.router, ref, node, unit))
 
     async def update_progress(
         self, ref: TaskRef, node: str, unit: str, progress: float, token: int | None = None
     ) -> int | None:
         """See :meth:`dtaskq.Client.update_progress`."""
         return await self._drive(
-            ops.update_progress(self._router, ref, node, unit, progress, token)
+            ops.update_progress(self._core.router, ref, node, unit, progress, token)
         )
 
     async def complete_unit(
         self, ref: TaskRef, node: str, unit: str, token: int | None = None
     ) -> int:
         """See :meth:`dtaskq.Client.complete_unit`."""
-        return await self._drive(ops.complete_unit(self._router, ref, node, unit, token))
+        return await self._drive(ops.complete_unit(self._core.router, ref, node, unit, token))
 
     async def fail_unit(
         self,
@@ -129,41 +122,45 @@ class AsyncClient:
     ) -> bool:
         """See :meth:`dtaskq.Client.fail_unit`."""
         return await self._drive(
-            ops.fail_unit(self._router, ref, node, unit, error, token, retryable)
+            ops.fail_unit(self._core.router, ref, node, unit, error, token, retryable)
         )
 
     async def heartbeat(
         self, node: str, claims: Sequence[tuple[TaskRef, str, int]]
     ) -> list[ClaimStatus]:
         """See :meth:`dtaskq.Client.heartbeat`."""
-        return await self._drive(ops.heartbeat(self._router, node, claims))
+        return await self._drive(ops.heartbeat(self._core.router, node, claims))
 
     async def record_prepare_ack(
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""
     ) -> bool:
         """See :meth:`dtaskq.Client.record_prepare_ack`."""
-        return await self._drive(ops.record_ack(self._router, ref, node, "prepare", success, error))
+        return await self._drive(
+            ops.record_ack(self._core.router, ref, node, "prepare", success, error)
+        )
 
     async def record_post_ack(
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""
     ) -> bool:
         """See :meth:`dtaskq.Client.record_post_ack`."""
-        return await self._drive(ops.record_ack(self._router, ref, node, "post", success, error))
+        return await self._drive(
+            ops.record_ack(self._core.router, ref, node, "post", success, error)
+        )
 
     async def finalize_task(self, ref: TaskRef) -> bool:
         """See :meth:`dtaskq.Client.finalize_task`."""
-        return await self._drive(ops.finalize_task(self._router, ref))
+        return await self._drive(ops.finalize_task(self._core.router, ref))
 
     async def cancel_task(self, ref: TaskRef) -> None:
         """See :meth:`dtaskq.Client.cancel_task`."""
-        await self._drive(ops.cancel_task(self._router, ref))
+        await self._drive(ops.cancel_task(self._core.router, ref))
 
     async def cleanup_task(self, ref: TaskRef) -> None:
         """See :meth:`dtaskq.Client.cleanup_task`."""
-        await self._drive(ops.cleanup_task(self._router, ref))
+        await self._drive(ops.cleanup_task(self._core.router, ref))
 
     async def sweep(
         self, namespace: str, partition: int = 0, limit: int = ops.DEFAULT_SWEEP_BATCH
     ) -> ops.SweepResult:
         """See :meth:`dtaskq.Client.sweep`."""
-        return await self._drive(ops.sweep(self._router, namespace, partition, limit))
+        return await self._drive(ops.sweep(self._core.router, namespace, partition, limit))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import redis.exceptions as rex
 import tenacity
 
 from . import keys, validate
-from .errors import DtaskqError, TransientError, from_script_error
+from .errors import DtaskqError, InvalidArgument, TransientError, from_script_error
 from .scripts import Script, script
 
 T = TypeVar("T")
@@ -108,3 +108,36 @@ def translate(exc: Exception, call: Call) -> Exception:
     if is_transient(exc):
         return TransientError(f"{call.script.name}: {exc}", **call.context)
     return exc
+
+
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+
+
+class ClientOptions(TypedDict, total=False):
+    """Options of ``Client`` and ``AsyncClient``, with their defaults."""
+
+    prefix: str
+    """"dtq". Starts every key; deployments sharing a server use different prefixes."""
+    partitions: Mapping[str, int]
+    """{}. Partition counts of namespaces at their first use (default 1 each)."""
+    max_payload_bytes: int
+    """16 MiB. The largest task payload accepted."""
+    retry_attempts: int
+    """5. Tries of one script call on transient errors before ``TransientError``."""
+
+
+class ClientCore:
+    """What both clients hold besides their connection: routing, limits and retry policy."""
+
+    def __init__(self, connection_kwargs: Mapping[str, Any], options: ClientOptions) -> None:
+        unknown = set(options) - set(ClientOptions.__annotations__)
+        if unknown:
+            raise InvalidArgument(f"unknown client options: {', '.join(sorted(unknown))}")
+        if connection_kwargs.get("decode_responses"):
+            raise InvalidArgument("dtaskq needs a Redis client with decode_responses=False")
+        self.router = Router(options.get("prefix", keys.DEFAULT_PREFIX), options.get("partitions"))
+        self.max_payload = validate.integer(
+            options.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD), "max_payload_bytes", 0
+        )
+        attempts = validate.integer(options.get("retry_attempts", 5), "retry_attempts", 1, 100)
+        self.retry = retry_policy(attempts)

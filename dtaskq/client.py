@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, Unpack
 
 import redis
 import tenacity
 
 from . import ops
-from .calls import Call, Router, Steps, retry_policy, translate
-from .errors import InvalidArgument
-from .keys import DEFAULT_PREFIX
+from .calls import Call, ClientCore, ClientOptions, Steps, translate
 from .models import ClaimStatus, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
 T = TypeVar("T")
-
-
-def check_connection(decode_responses: Any) -> None:
-    """Rejects a connection that decodes replies: payloads are bytes."""
-    if decode_responses:
-        raise InvalidArgument("dtaskq needs a Redis client created with decode_responses=False")
 
 
 class Client:
@@ -31,27 +23,16 @@ class Client:
     one atomic script per state change, retries transient errors with bounded backoff and
     raises the typed errors of :mod:`dtaskq.errors`.
 
-    ``partitions`` sets the partition count of namespaces at their first use (default 1);
-    ``max_payload_bytes`` bounds task payloads; ``retry_attempts`` bounds transient retries.
+    ``options`` are those of :class:`~dtaskq.calls.ClientOptions` (key prefix, partition
+    counts, payload limit, retry attempts).
     """
 
-    def __init__(
-        self,
-        connection: redis.Redis,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        partitions: Mapping[str, int] | None = None,
-        max_payload_bytes: int = ops.DEFAULT_MAX_PAYLOAD,
-        retry_attempts: int = 5,
-    ) -> None:
-        check_connection(connection.connection_pool.connection_kwargs.get("decode_responses"))
+    def __init__(self, connection: redis.Redis, **options: Unpack[ClientOptions]) -> None:
         self.redis = connection
-        self._router = Router(prefix, partitions)
-        self._max_payload = max_payload_bytes
-        self._retry = retry_policy(retry_attempts)
+        self._core = ClientCore(connection.connection_pool.connection_kwargs, options)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Client:
+    def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> Client:
         """A client on a new connection pool for ``url`` (``redis://host:port/db``)."""
         return cls(redis.Redis.from_url(url), **options)
 
@@ -67,7 +48,7 @@ class Client:
 
     def _execute(self, call: Call) -> Any:
         try:
-            for attempt in tenacity.Retrying(**self._retry):
+            for attempt in tenacity.Retrying(**self._core.retry):
                 with attempt:
                     return self._eval(call)
         except Exception as exc:
@@ -108,18 +89,24 @@ class Client:
         """
         return self._drive(
             ops.add_task(
-                self._router, namespace, task_id, units, payload, self._max_payload, options
+                self._core.router,
+                namespace,
+                task_id,
+                units,
+                payload,
+                self._core.max_payload,
+                options,
             )
         )
 
     def get_task(self, namespace: str, task_id: str) -> Task | None:
         """The latest version of a task, read atomically, or None if there is none."""
-        return self._drive(ops.get_task(self._router, namespace, task_id))
+        return self._drive(ops.get_task(self._core.router, namespace, task_id))
 
     def list_tasks(self, namespace: str | None = None) -> dict[str, list[Task]]:
         """``{namespace: [Task, ...]}`` without empty namespaces: active tasks first, then by
         activity time (finished_at, else started_at) descending, then by id."""
-        return self._drive(ops.list_tasks(self._router, namespace))
+        return self._drive(ops.list_tasks(self._core.router, namespace))
 
     def claim_unit(self, ref: TaskRef, node: str, unit: str) -> int:
         """Claims ``unit`` for ``node`` and returns its token; the first claimer wins and a
@@ -128,7 +115,7 @@ class Client:
         Raises ``UnitWrongNode``, ``UnitAlreadyTerminal``, ``TaskNotRunning``,
         ``TaskDoesNotExist``, or ``UnitNotReady`` while a retried unit backs off.
         """
-        return self._drive(ops.claim_unit(self._router, ref, node, unit))
+        return self._drive(ops.claim_unit(self._core.router, ref, node, unit))
 
     def update_progress(
         self, ref: TaskRef, node: str, unit: str, progress: float, token: int | None = None
@@ -139,7 +126,7 @@ class Client:
 
         Raises ``LeaseLost`` for a stale token, ``UnitWrongNode``, ``TaskNotRunning``.
         """
-        return self._drive(ops.update_progress(self._router, ref, node, unit, progress, token))
+        return self._drive(ops.update_progress(self._core.router, ref, node, unit, progress, token))
 
     def complete_unit(self, ref: TaskRef, node: str, unit: str, token: int | None = None) -> int:
         """Completes a unit; completing the last one finishes the task or opens its barrier.
@@ -147,7 +134,7 @@ class Client:
         An identical retry (same node and token) succeeds without change. Raises
         ``UnitAlreadyTerminal``, ``LeaseLost``, ``UnitWrongNode``, ``TaskNotRunning``.
         """
-        return self._drive(ops.complete_unit(self._router, ref, node, unit, token))
+        return self._drive(ops.complete_unit(self._core.router, ref, node, unit, token))
 
     def fail_unit(
         self,
@@ -160,43 +147,45 @@ class Client:
     ) -> bool:
         """Fails a unit. Returns True when it was put back for a retry (``retryable`` and
         attempts left); otherwise the unit and the whole task fail at once."""
-        return self._drive(ops.fail_unit(self._router, ref, node, unit, error, token, retryable))
+        return self._drive(
+            ops.fail_unit(self._core.router, ref, node, unit, error, token, retryable)
+        )
 
     def heartbeat(self, node: str, claims: Sequence[tuple[TaskRef, str, int]]) -> list[ClaimStatus]:
         """Renews ``node``'s leases on ``(ref, unit, token)`` claims, one call per partition;
         answers per claim, in order: HELD, LOST or NOT_RUNNING."""
-        return self._drive(ops.heartbeat(self._router, node, claims))
+        return self._drive(ops.heartbeat(self._core.router, node, claims))
 
     def record_prepare_ack(
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""
     ) -> bool:
         """Records ``node``'s prepare ack; the first per node wins. True when recorded."""
-        return self._drive(ops.record_ack(self._router, ref, node, "prepare", success, error))
+        return self._drive(ops.record_ack(self._core.router, ref, node, "prepare", success, error))
 
     def record_post_ack(
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""
     ) -> bool:
         """Records ``node``'s post-completion ack; the first per node wins. True when recorded."""
-        return self._drive(ops.record_ack(self._router, ref, node, "post", success, error))
+        return self._drive(ops.record_ack(self._core.router, ref, node, "post", success, error))
 
     def finalize_task(self, ref: TaskRef) -> bool:
         """Moves a SWAPPING task whose post acks are all in to FINISHED; False when it was
         FINISHED already. Raises ``AcksMissing`` or ``TaskNotFinalizing``."""
-        return self._drive(ops.finalize_task(self._router, ref))
+        return self._drive(ops.finalize_task(self._core.router, ref))
 
     def cancel_task(self, ref: TaskRef) -> None:
         """Cancels a STARTED task; raises ``TaskNotRunning`` in any other status."""
-        self._drive(ops.cancel_task(self._router, ref))
+        self._drive(ops.cancel_task(self._core.router, ref))
 
     def cleanup_task(self, ref: TaskRef) -> None:
         """Deletes every key of a terminal task version older than its TTL.
 
         Raises ``TaskStillRunning`` or ``TaskTooFresh``."""
-        self._drive(ops.cleanup_task(self._router, ref))
+        self._drive(ops.cleanup_task(self._core.router, ref))
 
     def sweep(
         self, namespace: str, partition: int = 0, limit: int = ops.DEFAULT_SWEEP_BATCH
     ) -> ops.SweepResult:
         """One bounded sweep of a partition: ends expired leases and deletes terminal tasks
         past their TTL, at most ``limit`` items. Idempotent."""
-        return self._drive(ops.sweep(self._router, namespace, partition, limit))
+        return self._drive(ops.sweep(self._core.router, namespace, partition, limit))
