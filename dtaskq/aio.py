@@ -8,9 +8,11 @@ from typing import Any, TypeVar, Unpack
 import redis.asyncio
 import redis.exceptions
 import tenacity
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from . import ops
-from .calls import Call, ClientCore, ClientOptions, Steps, translate
+from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
 from .models import ClaimStatus, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
@@ -28,7 +30,7 @@ class AsyncClient:
     @classmethod
     def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> AsyncClient:
         """A client on a new connection pool for ``url``."""
-        return cls(redis.asyncio.Redis.from_url(url), **options)
+        return cls(redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 0)), **options)
 
     async def aclose(self) -> None:
         """Closes the connection pool."""
@@ -41,6 +43,11 @@ class AsyncClient:
         await self.aclose()
 
     async def _execute(self, call: Call) -> Any:
+        try:
+            return await self._eval(call)
+        except Exception as exc:
+            if self._core.retry is None or not is_transient(exc):
+                raise translate(exc, call) from exc
         try:
             async for attempt in tenacity.AsyncRetrying(**self._core.retry):
                 with attempt:

@@ -84,13 +84,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, rex.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
 
 
-def retry_policy(attempts: int) -> dict[str, Any]:
-    """Tenacity arguments: bounded exponential backoff with jitter on transient errors.
+def retry_policy(retries: int) -> dict[str, Any]:
+    """Tenacity arguments for the retries after a first try failed with a transient error:
+    the first retry at once (a pooled connection the server dropped is the common case),
+    later ones after exponential backoff with jitter.
 
     Safe because every mutating script is idempotent under retry.
     """
     return {
-        "stop": tenacity.stop_after_attempt(attempts),
+        "stop": tenacity.stop_after_attempt(retries),
         "wait": tenacity.wait_exponential(multiplier=0.02, max=1.0) + tenacity.wait_random(0, 0.02),
         "retry": tenacity.retry_if_exception(is_transient),
         "reraise": True,
@@ -140,4 +142,5 @@ class ClientCore:
             options.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD), "max_payload_bytes", 0
         )
         attempts = validate.integer(options.get("retry_attempts", 5), "retry_attempts", 1, 100)
-        self.retry = retry_policy(attempts)
+        # The first try runs outside tenacity: its machinery costs more than the call itself.
+        self.retry = retry_policy(attempts - 1) if attempts > 1 else None

@@ -7,9 +7,11 @@ from typing import Any, TypeVar, Unpack
 
 import redis
 import tenacity
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import ops
-from .calls import Call, ClientCore, ClientOptions, Steps, translate
+from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
 from .models import ClaimStatus, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
@@ -33,8 +35,10 @@ class Client:
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> Client:
-        """A client on a new connection pool for ``url`` (``redis://host:port/db``)."""
-        return cls(redis.Redis.from_url(url), **options)
+        """A client on a new connection pool for ``url`` (``redis://host:port/db``).
+
+        The pool's own retries are off: the client's bounded retries are the only ones."""
+        return cls(redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0)), **options)
 
     def close(self) -> None:
         """Closes the connection pool."""
@@ -47,6 +51,11 @@ class Client:
         self.close()
 
     def _execute(self, call: Call) -> Any:
+        try:
+            return self._eval(call)
+        except Exception as exc:
+            if self._core.retry is None or not is_transient(exc):
+                raise translate(exc, call) from exc
         try:
             for attempt in tenacity.Retrying(**self._core.retry):
                 with attempt:

@@ -108,7 +108,7 @@ def add_task(
     validate.namespace(namespace)
     validate.ident(task_id, "task id")
     validate.payload(payload, max_payload_bytes)
-    specs = validate.units(units)
+    pairs = validate.units(units)
     ack_barrier = validate.flag(options.get("ack_barrier", False), "ack_barrier")
     prepare_barrier = validate.flag(options.get("prepare_barrier", False), "prepare_barrier")
     ckeys = validate.conflict_keys(options.get("conflict_keys", ()))
@@ -142,8 +142,8 @@ def add_task(
         len(ckeys),
         *ckeys,
     ]
-    for spec in specs:
-        args += (spec.id, spec.group)
+    for unit_id, group in pairs:
+        args += (unit_id, group)
     version = yield Call(
         _ADD, part.task_keys(task_id), args, {"namespace": namespace, "task_id": task_id}
     )
@@ -256,6 +256,9 @@ def heartbeat(
 ) -> Steps[list[ClaimStatus]]:
     """Renews the leases of ``claims`` (one call per partition); answers per claim, in order."""
     validate.ident(node, "node id")
+    if isinstance(claims, (str, bytes)) or not isinstance(claims, Sequence):
+        # Not any iterable: the claims are read twice; an iterator would be empty the 2nd time.
+        raise InvalidArgument("claims must be a list of (TaskRef, unit id, token) tuples")
     for claim in claims:
         if not isinstance(claim, tuple) or len(claim) != 3:
             raise InvalidArgument("claims are (TaskRef, unit id, token) tuples")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import InvalidArgument
 from .models import TaskRef, UnitSpec
@@ -29,13 +29,20 @@ def namespace(value: Any) -> str:
     return value
 
 
+def is_ident(value: Any) -> TypeGuard[str]:
+    """True for a valid id: 1-200 bytes of UTF-8 without braces, whitespace or controls."""
+    return (
+        isinstance(value, str)
+        and value != ""
+        # UTF-8 takes at most 4 bytes a character: short ids need no encoding to measure.
+        and (len(value) * 4 <= MAX_ID_BYTES or len(value.encode()) <= MAX_ID_BYTES)
+        and _BAD_ID_CHAR.search(value) is None
+    )
+
+
 def ident(value: Any, what: str) -> str:
     """A task, unit, node id or conflict key: 1-200 bytes, no braces, whitespace or controls."""
-    if (
-        not isinstance(value, str)
-        or not 1 <= len(value.encode()) <= MAX_ID_BYTES
-        or _BAD_ID_CHAR.search(value)
-    ):
+    if not is_ident(value):
         raise InvalidArgument(
             f"{what} must be 1-{MAX_ID_BYTES} bytes without braces, whitespace or control "
             f"characters, got {value!r}"
@@ -111,21 +118,21 @@ def ref(value: Any) -> TaskRef:
     return value
 
 
-def units(value: Any) -> list[UnitSpec]:
-    """Named units: 1-100 000 distinct ids (str or :class:`UnitSpec`)."""
+def units(value: Any) -> list[tuple[str, str]]:
+    """Named units (str ids or :class:`UnitSpec`): 1-100 000 distinct ids, as (id, group)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise InvalidArgument("units must be a list of unit ids or UnitSpec")
-    specs = [u if isinstance(u, UnitSpec) else UnitSpec(u) for u in value]
-    if not 1 <= len(specs) <= MAX_UNITS:
-        raise InvalidArgument(f"a task needs 1 to {MAX_UNITS} units, got {len(specs)}")
+    pairs = [(u.id, group(u.group)) if isinstance(u, UnitSpec) else (u, "") for u in value]
+    if not 1 <= len(pairs) <= MAX_UNITS:
+        raise InvalidArgument(f"a task needs 1 to {MAX_UNITS} units, got {len(pairs)}")
     seen: set[str] = set()
-    for spec in specs:
-        ident(spec.id, "unit id")
-        group(spec.group)
-        if spec.id in seen:
-            raise InvalidArgument(f"duplicate unit id {spec.id!r}")
-        seen.add(spec.id)
-    return specs
+    for unit_id, _ in pairs:
+        if not is_ident(unit_id):
+            ident(unit_id, "unit id")
+        if unit_id in seen:
+            raise InvalidArgument(f"duplicate unit id {unit_id!r}")
+        seen.add(unit_id)
+    return pairs
 
 
 def conflict_keys(value: Any) -> list[str]:
