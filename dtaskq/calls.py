@@ -42,8 +42,8 @@ _REGISTER = script("register_namespace")
 
 
 class Router:
-    """Finds the partition of a task; partition counts are fixed per namespace at first use
-    and cached here."""
+    """Finds the partition of a task. A namespace's partition count is fixed by its first
+    ``add_task`` and cached here; reads never register a namespace."""
 
     def __init__(self, prefix: str, partitions: Mapping[str, int] | None = None) -> None:
         self.prefix = validate.namespace(prefix)
@@ -53,23 +53,32 @@ class Router:
         }
         self._known: dict[str, int] = {}
 
-    def partition_count(self, namespace: str) -> Steps[int]:
-        """The namespace's partition count, registering it at first use."""
+    def wanted(self, namespace: str) -> int:
+        """The partition count this client gives a namespace at its first ``add_task``."""
+        return self._wanted.get(namespace, 1)
+
+    def partition_count(self, namespace: str, *, register: bool = False) -> Steps[int]:
+        """The namespace's partition count; 0 for a namespace that has never had a task,
+        unless ``register`` fixes it now."""
         count = self._known.get(namespace)
         if count is None:
+            wanted = self.wanted(namespace) if register else 0
             call = Call(
                 _REGISTER,
                 [keys.namespaces_key(self.prefix)],
-                [namespace, self._wanted.get(namespace, 1)],
+                [namespace, wanted],
                 {"namespace": namespace},
             )
             count = int((yield call))
-            self._known[namespace] = count
+            if count:
+                self._known[namespace] = count
         return count
 
-    def partition(self, namespace: str, task_id: str) -> Steps[keys.Partition]:
-        """The partition holding ``task_id``."""
+    def partition(self, namespace: str, task_id: str) -> Steps[keys.Partition | None]:
+        """The partition holding ``task_id``; None when the namespace never had a task."""
         count = yield from self.partition_count(namespace)
+        if not count:
+            return None
         return keys.Partition(self.prefix, namespace, keys.partition_of(task_id, count))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -147,6 +148,10 @@ _BY_CODE: dict[str, type[DtaskqError]] = {
 
 ERROR_CODES = frozenset(_BY_CODE)
 
+# Errors raised from nested Lua functions get the server's location appended:
+# " script: <sha>, on @user_script:<line>." (Redis) or " script: on @user_script:<line>." (Valkey).
+_LOCATION = re.compile(r"\s*script: (?:\w+, )?on @user_script:\d+\.\s*$")
+
 
 def from_script_error(text: str, context: dict[str, Any]) -> DtaskqError | None:
     """The exception for a script's ``DTQ_<CODE> <message>`` reply, or None for other errors.
@@ -156,8 +161,7 @@ def from_script_error(text: str, context: dict[str, Any]) -> DtaskqError | None:
     if not text.startswith("DTQ_"):
         return None
     code, _, message = text[4:].partition(" ")
-    # Errors raised from nested Lua functions get the server's " script: ..." location suffix.
-    message = message.split(" script: ", 1)[0].strip()
+    message = _LOCATION.sub("", message)
     cls = _BY_CODE.get(code, PermanentRejection)
     error = cls(message, **context)
     error.code = code

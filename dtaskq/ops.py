@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 from . import codec, keys, validate
 from .calls import Call, Router, Steps
-from .errors import InvalidArgument
+from .errors import InvalidArgument, TaskDoesNotExist
 from .models import ClaimStatus, Task, TaskRef
 from .scripts import Script, script
 
@@ -61,6 +61,8 @@ def _on_task(
 ) -> Steps[Any]:
     """One script call on a task's keys; the ARGV start with the task id and version."""
     part = yield from router.partition(ref.namespace, ref.task_id)
+    if part is None:
+        raise TaskDoesNotExist(f"namespace {ref.namespace} has no tasks", **_context(ref, **ctx))
     return (
         yield Call(
             call_script,
@@ -122,12 +124,15 @@ def add_task(
         options.get("completed_ttl_ms", DEFAULT_TTL_MS), "completed_ttl_ms", 0, 2**45
     )
     barrier = 2 if prepare_barrier else 1 if ack_barrier else 0
-    count = yield from router.partition_count(namespace)
-    if ckeys and count > 1:
-        raise InvalidArgument(
-            "conflict_keys are checked atomically within one partition; "
-            f"namespace {namespace!r} has {count}"
-        )
+    # Predict the count first, so a rejected task does not register the namespace.
+    count = (yield from router.partition_count(namespace)) or router.wanted(namespace)
+    for _ in range(2):
+        if ckeys and count > 1:
+            raise InvalidArgument(
+                "conflict_keys are checked atomically within one partition; "
+                f"namespace {namespace!r} has {count}"
+            )
+        count = yield from router.partition_count(namespace, register=True)
     part = keys.Partition(router.prefix, namespace, keys.partition_of(task_id, count))
     args: list[Any] = [
         task_id,
@@ -155,6 +160,8 @@ def get_task(router: Router, namespace: str, task_id: str) -> Steps[Task | None]
     validate.namespace(namespace)
     validate.ident(task_id, "task id")
     part = yield from router.partition(namespace, task_id)
+    if part is None:
+        return None
     reply = yield Call(
         _GET, part.task_keys(task_id), [task_id], {"namespace": namespace, "task_id": task_id}
     )
@@ -268,8 +275,9 @@ def heartbeat(
     by_partition: dict[keys.Partition, list[int]] = {}
     for i, (ref, _, _) in enumerate(claims):
         part = yield from router.partition(ref.namespace, ref.task_id)
-        by_partition.setdefault(part, []).append(i)
-    answers: list[ClaimStatus] = [ClaimStatus.LOST] * len(claims)
+        if part is not None:
+            by_partition.setdefault(part, []).append(i)
+    answers = [ClaimStatus.NOT_RUNNING] * len(claims)
     for part, indexes in by_partition.items():
         args: list[Any] = [node]
         for i in indexes:
@@ -318,6 +326,8 @@ def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[S
     validate.integer(partition, "partition", 0, 1023)
     validate.integer(limit, "limit", 1, 10_000)
     count = yield from router.partition_count(namespace)
+    if not count:
+        return SweepResult(0, 0, False)
     if partition >= count:
         raise InvalidArgument(
             f"namespace {namespace!r} has {count} partitions, not {partition + 1}"

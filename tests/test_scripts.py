@@ -1,0 +1,327 @@
+"""The script registry and the script boundary (DESIGN §4-5): files, key counts, error codes
+and their exceptions, single-slot calls, and a server that lost its script cache."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+import dtaskq
+from dtaskq import errors
+from dtaskq.keys import Partition
+from dtaskq.scripts import SCRIPTS
+
+State = Callable[[], dict[bytes, object]]
+
+LUA = Path(__file__).resolve().parent.parent / "lua"
+LUA_FILES = sorted(LUA.glob("*.lua"))
+ALL_LUA_TEXT = {p: p.read_text() for p in [*LUA_FILES, *sorted((LUA / "include").glob("*.lua"))]}
+
+CODE_IN_TEXT = re.compile(r"\bDTQ_([A-Z][A-Z0-9_]*)")
+CODE_IN_FAIL = re.compile(r"\bfail\(\s*'([A-Z][A-Z0-9_]*)'")
+KEYS_IN_HEADER = re.compile(r"KEYS\[(\d+)(?:\s*\.\.\s*(\d+))?\]")
+KEYS_IN_BODY = re.compile(r"KEYS\[(\d+)\]")
+
+
+def header_and_body(text: str) -> tuple[str, str]:
+    lines = text.splitlines()
+    n = next((i for i, line in enumerate(lines) if not line.startswith("--")), len(lines))
+    return "\n".join(lines[:n]), "\n".join(lines[n:])
+
+
+# --- the registry ----------------------------------------------------------------------
+
+
+def test_every_lua_file_is_registered() -> None:
+    assert LUA_FILES, f"no scripts found in {LUA}"
+    assert sorted(SCRIPTS) == [p.stem for p in LUA_FILES]
+
+
+@pytest.mark.parametrize("path", LUA_FILES, ids=[p.stem for p in LUA_FILES])
+def test_registry_entry_matches_its_file(path: Path) -> None:
+    text = path.read_text()
+    header, body = header_and_body(text)
+    entry = SCRIPTS[path.stem]
+    numbers = [int(n) for m in KEYS_IN_HEADER.findall(header) for n in m if n]
+    assert numbers, f"{path.name}: the header lists no KEYS"
+    assert entry.name == path.stem
+    assert entry.num_keys == max(numbers)
+    # The file itself never reads a key its header does not declare.
+    assert all(int(n) <= entry.num_keys for n in KEYS_IN_BODY.findall(body))
+    # Includes are spliced in and the SHA is that of what the server runs.
+    assert not re.search(r"^-- @include", entry.source, re.MULTILINE)
+    if re.search(r"^-- @include common$", text, re.MULTILINE):
+        assert "local function fail(" in entry.source
+    assert entry.source.rstrip().endswith(body.strip())
+    assert entry.sha == hashlib.sha1(entry.source.encode()).hexdigest()
+    # The header says what it returns and which errors it raises.
+    assert "Returns:" in header and "Errors:" in header
+
+
+def test_the_server_agrees_on_every_sha(r: redis.Redis) -> None:
+    for name, entry in SCRIPTS.items():
+        assert r.script_load(entry.source) == entry.sha, name
+
+
+@pytest.mark.parametrize("path", LUA_FILES, ids=[p.stem for p in LUA_FILES])
+def test_codes_a_script_raises_are_listed_in_its_header(path: Path) -> None:
+    header, body = header_and_body(path.read_text())
+    listed = set(CODE_IN_TEXT.findall(header))
+    raised = set(CODE_IN_FAIL.findall(body))
+    assert raised <= listed, f"{path.name} raises {raised - listed} without listing them"
+
+
+def test_every_error_code_in_lua_has_an_exception_class() -> None:
+    codes: set[str] = set()
+    for text in ALL_LUA_TEXT.values():
+        codes |= set(CODE_IN_TEXT.findall(text)) | set(CODE_IN_FAIL.findall(text))
+    assert "INVALID_ARGUMENT" in codes and "TASK_EXISTS" in codes  # the regexes do match
+    assert codes <= errors.ERROR_CODES, f"codes without a class: {codes - errors.ERROR_CODES}"
+    # ... and every class with a code is raised by some script.
+    assert codes >= errors.ERROR_CODES, f"classes no script uses: {errors.ERROR_CODES - codes}"
+    for code in codes:
+        error = errors.from_script_error(f"DTQ_{code} something happened", {})
+        assert error is not None and error.code == code
+        assert type(error) is not errors.PermanentRejection
+        assert type(error).code == code
+        assert getattr(dtaskq, type(error).__name__) is type(error)  # exported
+
+
+def test_an_unknown_code_is_a_permanent_rejection() -> None:
+    error = errors.from_script_error("DTQ_FOO the frobnicator is stuck", {"task_id": "t"})
+    assert type(error) is errors.PermanentRejection
+    assert error.code == "FOO"
+    assert error.message == "the frobnicator is stuck"
+    assert error.task_id == "t"
+    assert errors.from_script_error("DTQ_BAR", {}) is not None
+
+
+def test_replies_without_a_code_are_not_mapped() -> None:
+    assert errors.from_script_error("ERR unknown command", {}) is None
+    assert errors.from_script_error("WRONGTYPE Operation against a key", {}) is None
+    assert errors.from_script_error("dtq_task_exists lower case", {}) is None
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        " script: 0f5a6b0c9d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a, on @user_script:42.",
+        " script: on @user_script:7.",
+        "",
+    ],
+    ids=["redis", "valkey", "none"],
+)
+def test_the_servers_location_suffix_is_stripped(suffix: str) -> None:
+    error = errors.from_script_error(f"DTQ_TASK_EXISTS task t1 is STARTED{suffix}", {})
+    assert isinstance(error, dtaskq.TaskExists)
+    assert error.message == "task t1 is STARTED"
+    assert str(error) == "task t1 is STARTED"
+
+
+def test_a_real_error_carries_its_fields_and_a_clean_message(
+    client: dtaskq.Client, r: redis.Redis, prefix: str, namespace: str, state: State
+) -> None:
+    ref = client.add_task(namespace, "task-1", units=["unit-a"])
+    client.claim_unit(ref, "node-1", "unit-a")
+    # What the server itself replies, for comparison.
+    keys = Partition(prefix, namespace, 0).task_keys("task-1")
+    with pytest.raises(redis.ResponseError) as raw:
+        r.evalsha(SCRIPTS["claim_unit"].sha, 9, *keys, "task-1", str(ref.version), "unit-a", "n2")
+    assert str(raw.value).startswith("DTQ_UNIT_WRONG_NODE unit unit-a is owned by node node-1")
+
+    before = state()
+    with pytest.raises(dtaskq.UnitWrongNode) as caught:
+        client.complete_unit(ref, "node-2", "unit-a")
+    assert state() == before
+    error = caught.value
+    assert isinstance(error, dtaskq.PermanentRejection)
+    assert error.code == "UNIT_WRONG_NODE"
+    assert (error.namespace, error.task_id, error.version) == (namespace, "task-1", ref.version)
+    assert (error.unit, error.node) == ("unit-a", "node-2")
+    assert error.message == "unit unit-a is owned by node node-1"
+    assert str(error) == error.message
+    assert "script" not in str(error) and "@user_script" not in str(error)
+
+    client.cancel_task(ref)
+    with pytest.raises(dtaskq.TaskNotRunning) as not_running:
+        client.update_progress(ref, "node-1", "unit-a", 0.5)
+    assert not_running.value.message == "task task-1 is CANCELLED"
+    assert (not_running.value.unit, not_running.value.node) == ("unit-a", "node-1")
+
+
+def test_acks_missing_lists_the_nodes(client: dtaskq.Client, namespace: str) -> None:
+    ref = client.add_task(namespace, "t", units=["a", "b", "c"], ack_barrier=True)
+    for unit, node in (("a", "n1"), ("b", "n2"), ("c", "n3")):
+        client.complete_unit(ref, node, unit)
+    client.record_post_ack(ref, "n2")
+    with pytest.raises(dtaskq.AcksMissing) as caught:
+        client.finalize_task(ref)
+    assert sorted(caught.value.nodes) == ["n1", "n3"]
+    assert caught.value.task_id == "t" and caught.value.version == ref.version
+
+
+# --- every call touches one slot ----------------------------------------------------------
+
+
+class RecordingRedis(redis.Redis):
+    """A real connection that also notes the keys of every script call it makes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, str, list[str]]] = []
+
+    def _note(self, how: str, script: str, numkeys: int, rest: tuple[Any, ...]) -> None:
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in rest[:numkeys]]
+        self.calls.append((how, script, keys))
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
+        self._note("evalsha", sha, numkeys, keys_and_args)
+        return super().evalsha(sha, numkeys, *keys_and_args)
+
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
+        self._note("eval", script, numkeys, keys_and_args)
+        return super().eval(script, numkeys, *keys_and_args)
+
+    def script_names(self) -> list[str]:
+        """The name of the script of each recorded call."""
+        by_sha = {s.sha: name for name, s in SCRIPTS.items()}
+        by_source = {s.source: name for name, s in SCRIPTS.items()}
+        return [by_sha.get(script) or by_source[script] for _, script, _ in self.calls]
+
+
+@pytest.fixture
+def recording(server_url: str) -> Iterator[RecordingRedis]:
+    connection = RecordingRedis.from_url(server_url)
+    yield connection
+    connection.close()
+
+
+def test_every_script_call_touches_one_slot(
+    recording: RecordingRedis, prefix: str, namespace: str
+) -> None:
+    single = namespace + "-single"
+    client = dtaskq.Client(recording, prefix=prefix, partitions={namespace: 4})
+
+    # Tasks spread over the four partitions, in every completion mode.
+    modes: list[dict[str, Any]] = [{}, {"ack_barrier": True}, {"prepare_barrier": True}]
+    refs = [
+        client.add_task(namespace, f"task-{i}", units=["a", "b"], **modes[i % 3]) for i in range(9)
+    ]
+    guarded = client.add_task(single, "guarded", units=["a"], conflict_keys=["k"])
+    with pytest.raises(dtaskq.TaskConflict):
+        client.add_task(single, "rival", units=["a"], conflict_keys=["k"])
+    assert client.get_task(namespace, "task-0") is not None
+    assert client.get_task(namespace, "missing") is None
+
+    tokens = {ref: client.claim_unit(ref, "n1", "a") for ref in refs}
+    claims = [(ref, "a", token) for ref, token in tokens.items()]
+    assert client.heartbeat("n1", claims) == [dtaskq.ClaimStatus.HELD] * len(refs)
+    for ref, token in tokens.items():
+        client.update_progress(ref, "n1", "a", 0.5, token)
+        client.complete_unit(ref, "n1", "a", token)
+        client.complete_unit(ref, "n2", "b")
+    for ref in refs:
+        client.record_prepare_ack(ref, "n1")
+        client.record_prepare_ack(ref, "n2")
+        client.record_post_ack(ref, "n1")
+        client.record_post_ack(ref, "n2")
+        client.finalize_task(ref)
+
+    # Failure, retry, cancel, cleanup, and a lease the sweeper reclaims.
+    flaky = client.add_task(single, "flaky", units=["a", "b"], max_attempts=2, lease_ms=50)
+    assert client.fail_unit(flaky, "n1", "a", "try again", retryable=True) is True
+    client.claim_unit(flaky, "n1", "b")
+    short = client.add_task(namespace, "short", units=["a"], lease_ms=50, completed_ttl_ms=0)
+    client.claim_unit(short, "n3", "a")
+    client.fail_unit(guarded, "n1", "a", "boom")
+    gone = client.add_task(single, "gone", units=["a"], completed_ttl_ms=0)
+    client.cancel_task(gone)
+    time.sleep(0.1)
+    client.cleanup_task(gone)
+    reclaimed = sum(client.sweep(namespace, p).reclaimed for p in range(4))
+    assert reclaimed == 1
+    assert client.sweep(single).reclaimed == 1
+    client.cancel_task(short)
+    time.sleep(0.005)
+    deleted = sum(client.sweep(namespace, p).deleted for p in range(4))
+    assert deleted == 1  # "short": ttl 0
+    listing = client.list_tasks()
+    assert len(listing[namespace]) == 9
+    assert all(t.status is dtaskq.TaskStatus.FINISHED for t in listing[namespace])
+    assert {t.task_id for t in listing[single]} == {"guarded", "flaky"}
+
+    assert set(recording.script_names()) == set(SCRIPTS), "the scenario should use every script"
+    for how, script, keys in recording.calls:
+        assert keys, how
+        slots = {key_slot(k.encode()) for k in keys}
+        assert len(slots) == 1, f"{script[:60]!r} touches several slots: {keys}"
+    task_slots = {
+        key_slot(keys[0].encode())
+        for name, (_, _, keys) in zip(recording.script_names(), recording.calls, strict=True)
+        if name == "claim_unit"
+    }
+    assert len(task_slots) > 1, "tasks of a 4-partition namespace should use several slots"
+    # One heartbeat call per partition holding a claim.
+    partitions = {zlib.crc32(ref.task_id.encode()) % 4 for ref in refs}
+    assert len(partitions) > 1
+    assert recording.script_names().count("heartbeat") == len(partitions)
+
+
+# --- a server that forgets its scripts -------------------------------------------------------
+
+
+def test_calls_survive_a_script_flush(
+    recording: RecordingRedis, r: redis.Redis, prefix: str, namespace: str
+) -> None:
+    client = dtaskq.Client(recording, prefix=prefix)
+    first = client.add_task(namespace, "first", units=["a", "b"])
+    token = client.claim_unit(first, "n1", "a")
+    recording.calls.clear()
+
+    r.script_flush()
+    assert r.script_exists(SCRIPTS["complete_unit"].sha) == [False]
+
+    assert client.complete_unit(first, "n1", "a", token) == token
+    second = client.add_task(namespace, "second", units=["x"])
+    assert second.version == first.version + 1  # the version counter moved exactly once
+    assert client.complete_unit(first, "n2", "b") == 1
+    client.claim_unit(second, "n1", "x")
+    client.complete_unit(second, "n1", "x")
+
+    task = client.get_task(namespace, "first")
+    assert task is not None and task.status is dtaskq.TaskStatus.FINISHED
+    assert task.units["a"].node == "n1" and task.units["b"].node == "n2"
+    assert [u.attempt for u in task.units.values()] == [1, 1]
+    second_task = client.get_task(namespace, "second")
+    assert second_task is not None and second_task.status is dtaskq.TaskStatus.FINISHED
+
+    # Each script fell back to EVAL once, which loaded it again for the later calls.
+    names = recording.script_names()
+    evals = [
+        name for (how, _, _), name in zip(recording.calls, names, strict=True) if how == "eval"
+    ]
+    assert sorted(evals) == sorted(set(evals))
+    assert {"complete_unit", "add_task", "claim_unit", "get_task"} <= set(evals)
+    assert names.count("complete_unit") == 3 + 1  # three calls, plus the first one's EVAL
+    assert r.script_exists(SCRIPTS["complete_unit"].sha) == [True]
+
+
+async def test_async_calls_survive_a_script_flush(
+    aclient: dtaskq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    ref = await aclient.add_task(namespace, "t", units=["a"])
+    r.script_flush()
+    token = await aclient.claim_unit(ref, "n1", "a")
+    r.script_flush()
+    assert await aclient.complete_unit(ref, "n1", "a", token) == token
+    task = await aclient.get_task(namespace, "t")
+    assert task is not None and task.status is dtaskq.TaskStatus.FINISHED
