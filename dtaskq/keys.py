@@ -8,6 +8,8 @@ Redis Cluster. A task of id ``t`` lives in partition ``crc32(t) mod P`` under::
     {<prefix>:<ns>:<p>}:units:<t>     hash    unit id -> msgpack unit record
     {<prefix>:<ns>:<p>}:acks:<t>      hash    "<phase>:<node>" -> msgpack ack record
     {<prefix>:<ns>:<p>}:nodes:<t>     hash    node -> number of units it owns
+    {<prefix>:<ns>:<p>}:cleaned:<t>   string  "<version> <request id>" of the last cleanup,
+                                              for one minute (makes cleanup retry-safe)
 
 and the partition's shared keys are ``leases`` (zset "<task>\\n<unit>" -> lease deadline),
 ``expiry`` (zset task -> deletion time), ``conflicts`` (hash key -> holding task), ``tasks``
@@ -61,6 +63,10 @@ class Partition:
             f"{b}tasks",
             f"{b}seq",
         ]
+
+    def cleanup_keys(self, task_id: str) -> list[str]:
+        """KEYS of ``cleanup_task.lua``: the task keys, then its short-lived tombstone."""
+        return [*self.task_keys(task_id), f"{self.base}cleaned:{task_id}"]
 
     def heartbeat_keys(self) -> list[str]:
         """KEYS of ``heartbeat.lua``."""

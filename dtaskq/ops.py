@@ -5,7 +5,7 @@ yields the script calls it needs and returns the decoded result. ``Client`` and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -57,7 +57,12 @@ def _context(ref: TaskRef, **extra: Any) -> dict[str, Any]:
 
 
 def _on_task(
-    router: Router, ref: TaskRef, call_script: Script, args: list[Any], **ctx: Any
+    router: Router,
+    ref: TaskRef,
+    call_script: Script,
+    args: list[Any],
+    keys_of: Callable[[keys.Partition, str], list[str]] = keys.Partition.task_keys,
+    **ctx: Any,
 ) -> Steps[Any]:
     """One script call on a task's keys; the ARGV start with the task id and version."""
     part = yield from router.partition(ref.namespace, ref.task_id)
@@ -66,7 +71,7 @@ def _on_task(
     return (
         yield Call(
             call_script,
-            part.task_keys(ref.task_id),
+            keys_of(part, ref.task_id),
             [ref.task_id, str(ref.version), *args],
             _context(ref, **ctx),
         )
@@ -311,13 +316,13 @@ def finalize_task(router: Router, ref: TaskRef) -> Steps[bool]:
 def cancel_task(router: Router, ref: TaskRef) -> Steps[None]:
     """STARTED -> CANCELLED (rule 21)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CANCEL, [])
+    yield from _on_task(router, ref, _CANCEL, [uuid.uuid4().hex])
 
 
 def cleanup_task(router: Router, ref: TaskRef) -> Steps[None]:
     """Deletes a terminal task version past its TTL (rule 22)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CLEANUP, [])
+    yield from _on_task(router, ref, _CLEANUP, [uuid.uuid4().hex], keys.Partition.cleanup_keys)
 
 
 def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[SweepResult]:

@@ -1,6 +1,9 @@
 -- cleanup_task: deletes every key of a terminal task version older than its TTL (rule 22).
+-- It leaves a one-minute tombstone so that a retry of the same call (same request id) after
+-- a lost reply succeeds instead of finding the task gone.
 -- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
--- ARGV[1] task id   ARGV[2] version
+-- KEYS[10] tombstone of the task's last cleanup
+-- ARGV[1] task id   ARGV[2] version   ARGV[3] request id (the same for every retry of a call)
 -- Returns: 1
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_STILL_RUNNING,
 --         DTQ_TASK_TOO_FRESH
@@ -8,7 +11,10 @@
 
 local task_id = arg_id(ARGV[1], 'task id')
 local version = arg_id(ARGV[2], 'version')
+local request_id = arg_id(ARGV[3], 'request id')
 local keys = call_keys()
+local done = version .. ' ' .. request_id
+if redis.call('GET', KEYS[10]) == done then return 1 end
 local t = require_task(keys, task_id, version)
 if ACTIVE[t.status] then fail('TASK_STILL_RUNNING', 'task ' .. task_id .. ' is ' .. t.status) end
 local age = now_ms() - t.finished_at
@@ -18,4 +24,5 @@ end
 redis.call('DEL', keys.task, keys.units, keys.acks, keys.nodes)
 redis.call('ZREM', keys.index, task_id)
 redis.call('ZREM', keys.expiry, task_id)
+redis.call('SET', KEYS[10], done, 'PX', 60000)
 return 1

@@ -111,3 +111,35 @@ def state(r: redis.Redis, prefix: str) -> Callable[[], dict[bytes, object]]:
         return found
 
     return read
+
+
+@pytest.fixture
+def rejects(state: Callable[[], dict[bytes, object]]) -> Callable[..., Exception]:
+    """``rejects(ErrorClass, fn, *args, **kwargs)``: calls ``fn`` expecting exactly that error
+    class (not a subclass) and no change under the test's prefix; returns the exception."""
+
+    def check(
+        error: type[Exception], fn: Callable[..., object], *args: object, **kw: object
+    ) -> Exception:
+        before = state()
+        with pytest.raises(error) as info:
+            fn(*args, **kw)
+        assert type(info.value) is error, f"raised {type(info.value).__name__}: {info.value}"
+        assert state() == before, f"{fn.__name__} was rejected but changed state"
+        return info.value
+
+    return check
+
+
+@pytest.fixture
+def unchanged(state: Callable[[], dict[bytes, object]]) -> Callable[..., object]:
+    """``unchanged(fn, *args, **kwargs)``: calls ``fn``, which must succeed and change nothing
+    under the test's prefix (identical retries, dropped acks); returns its result."""
+
+    def check(fn: Callable[..., object], *args: object, **kw: object) -> object:
+        before = state()
+        result = fn(*args, **kw)
+        assert state() == before, f"{fn.__name__} changed state"
+        return result
+
+    return check
