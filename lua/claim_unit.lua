@@ -7,20 +7,11 @@
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_UNIT_NOT_READY
 -- @include common
 
-local task_id = arg_id(ARGV[1], 'task id')
-local version = arg_id(ARGV[2], 'version')
-local unit_id = arg_id(ARGV[3], 'unit id')
-local node = arg_id(ARGV[4], 'node id')
-
+local task_id, version, unit_id, node = unit_call_args()
 local t = require_task(call_keys(), task_id, version)
-require_running(t)
 local now = now_ms()
 local stored = require_unit(t, unit_id)
-local u = effective(t, stored, now)
-if u[U_STATUS] == COMPLETED or u[U_STATUS] == FAILED then
-  fail('UNIT_ALREADY_TERMINAL', 'unit ' .. unit_id .. ' is terminal')
-end
-local claimed = copy(check_claim(t, unit_id, u, node, nil, now))
+local claimed = claim_for_report(t, unit_id, stored, node, nil, now)
 claimed[U_LEASE] = now + t.lease_ms
 claimed[U_UPDATED] = now
 save_unit(t, unit_id, stored, claimed)

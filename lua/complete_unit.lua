@@ -9,10 +9,7 @@
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_LEASE_LOST, DTQ_UNIT_NOT_READY
 -- @include common
 
-local task_id = arg_id(ARGV[1], 'task id')
-local version = arg_id(ARGV[2], 'version')
-local unit_id = arg_id(ARGV[3], 'unit id')
-local node = arg_id(ARGV[4], 'node id')
+local task_id, version, unit_id, node = unit_call_args()
 local token = arg_token(ARGV[5])
 
 local t = require_task(call_keys(), task_id, version)
@@ -21,12 +18,8 @@ if stored[U_STATUS] == COMPLETED and stored[U_NODE] == node
     and (token == nil or token == stored[U_ATTEMPT]) then
   return stored[U_ATTEMPT]
 end
-require_running(t)
-if stored[U_STATUS] == COMPLETED or stored[U_STATUS] == FAILED then
-  fail('UNIT_ALREADY_TERMINAL', 'unit ' .. unit_id .. ' is terminal')
-end
 local now = now_ms()
-local u = copy(check_claim(t, unit_id, effective(t, stored, now), node, token, now))
+local u = claim_for_report(t, unit_id, stored, node, token, now)
 u[U_STATUS] = COMPLETED
 u[U_PROGRESS] = 1
 u[U_UPDATED] = now

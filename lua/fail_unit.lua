@@ -9,10 +9,7 @@
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_LEASE_LOST, DTQ_UNIT_NOT_READY
 -- @include common
 
-local task_id = arg_id(ARGV[1], 'task id')
-local version = arg_id(ARGV[2], 'version')
-local unit_id = arg_id(ARGV[3], 'unit id')
-local node = arg_id(ARGV[4], 'node id')
+local task_id, version, unit_id, node = unit_call_args()
 local token = arg_token(ARGV[5])
 local message = ARGV[6]
 if message == nil or #message > 65536 then fail('INVALID_ARGUMENT', 'error text must be at most 64 KiB') end
@@ -26,12 +23,8 @@ if retryable and stored[U_STATUS] == PENDING and token ~= nil and same_token
     and stored[U_ERROR] == message and stored[U_READY] > 0 then
   return 1
 end
-require_running(t)
-if stored[U_STATUS] == COMPLETED or stored[U_STATUS] == FAILED then
-  fail('UNIT_ALREADY_TERMINAL', 'unit ' .. unit_id .. ' is terminal')
-end
 local now = now_ms()
-local u = copy(check_claim(t, unit_id, effective(t, stored, now), node, token, now))
+local u = claim_for_report(t, unit_id, stored, node, token, now)
 u[U_ERROR] = message
 u[U_UPDATED] = now
 u[U_LEASE] = 0

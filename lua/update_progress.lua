@@ -12,10 +12,7 @@ local progress = tonumber(ARGV[5])
 if progress == nil or progress ~= progress or progress < 0 or progress > 1 then
   fail('INVALID_ARGUMENT', 'progress must be a finite number in [0, 1]')
 end
-local task_id = arg_id(ARGV[1], 'task id')
-local version = arg_id(ARGV[2], 'version')
-local unit_id = arg_id(ARGV[3], 'unit id')
-local node = arg_id(ARGV[4], 'node id')
+local task_id, version, unit_id, node = unit_call_args()
 local token = arg_token(ARGV[6])
 
 local t = require_task(call_keys(), task_id, version)

@@ -158,6 +158,22 @@ local function check_claim(t, unit_id, u, node, token, now)
   return c
 end
 
+-- ARGV[1..4] of the unit scripts: task id, version, unit id, node id.
+local function unit_call_args()
+  return arg_id(ARGV[1], 'task id'), arg_id(ARGV[2], 'version'), arg_id(ARGV[3], 'unit id'),
+    arg_id(ARGV[4], 'node id')
+end
+
+-- The checks of a report that takes effect (claim, complete, fail): the task runs, the unit
+-- is not terminal, and `node` may hold it. Returns a copy of the unit as claimed by `node`.
+local function claim_for_report(t, unit_id, stored, node, token, now)
+  require_running(t)
+  if stored[U_STATUS] == COMPLETED or stored[U_STATUS] == FAILED then
+    fail('UNIT_ALREADY_TERMINAL', 'unit ' .. unit_id .. ' is terminal')
+  end
+  return copy(check_claim(t, unit_id, effective(t, stored, now), node, token, now))
+end
+
 local function release_conflict_keys(t)
   local conflicts_key = t.keys.conflicts
   local ckeys = redis.call('HGET', t.keys.task, 'conflict_keys')
