@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import redis
+from support import Rejects, Unchanged, unit_of
 
 import dtaskq
 from dtaskq import (
@@ -27,16 +27,6 @@ HELD, LOST, NOT_RUNNING = ClaimStatus.HELD, ClaimStatus.LOST, ClaimStatus.NOT_RU
 # second, fresh claim of such a lease to be still held run right after that claim.
 SHORT_MS = 100
 EXPIRE_S = 0.13
-
-Rejects = Callable[..., Exception]
-Unchanged = Callable[..., Any]
-
-
-def unit_of(client: dtaskq.Client, ref: TaskRef, unit_id: str) -> dtaskq.Unit:
-    task = client.get_task(ref.namespace, ref.task_id)
-    assert task is not None and task.version == ref.version
-    return task.units[unit_id]
-
 
 # --- rule 24: heartbeats ---
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from support import Rejects, Unchanged, unit_of
 
 import dtaskq
 from dtaskq import (
@@ -27,15 +28,6 @@ from dtaskq import (
     UnitStatus,
     UnitWrongNode,
 )
-
-Rejects = Callable[..., Exception]
-Unchanged = Callable[..., Any]
-
-
-def unit(client: dtaskq.Client, ref: TaskRef, unit_id: str) -> dtaskq.Unit:
-    task = client.get_task(ref.namespace, ref.task_id)
-    assert task is not None and task.version == ref.version
-    return task.units[unit_id]
 
 
 def task_of(client: dtaskq.Client, ref: TaskRef) -> dtaskq.Task:
@@ -70,20 +62,20 @@ def test_first_claimer_wins(client: dtaskq.Client, ref: TaskRef, rejects: Reject
     error = rejects(UnitWrongNode, client.claim_unit, ref, "n2", "a")
     assert (error.namespace, error.task_id, error.version) == (ref.namespace, "t1", ref.version)
     assert (error.unit, error.node) == ("a", "n2")
-    a = unit(client, ref, "a")
+    a = unit_of(client, ref, "a")
     assert (a.status, a.node, a.attempt) == (UnitStatus.IN_PROGRESS, "n1", 1)
     assert a.lease_expires_at is not None and a.lease_expires_at > a.updated_at
-    assert unit(client, ref, "b").status is UnitStatus.PENDING
+    assert unit_of(client, ref, "b").status is UnitStatus.PENDING
 
 
 def test_holder_claiming_again_gets_the_same_token_and_a_renewed_lease(
     client: dtaskq.Client, ref: TaskRef
 ) -> None:
     token = client.claim_unit(ref, "n1", "a")
-    first = unit(client, ref, "a")
+    first = unit_of(client, ref, "a")
     time.sleep(0.005)
     assert client.claim_unit(ref, "n1", "a") == token
-    again = unit(client, ref, "a")
+    again = unit_of(client, ref, "a")
     assert (again.node, again.attempt, again.status) == ("n1", token, UnitStatus.IN_PROGRESS)
     assert again.lease_expires_at > first.lease_expires_at
 
@@ -92,7 +84,7 @@ def test_first_progress_report_without_token_claims_the_unit(
     client: dtaskq.Client, ref: TaskRef, rejects: Rejects
 ) -> None:
     assert client.update_progress(ref, "n1", "a", 0.25) == 1
-    a = unit(client, ref, "a")
+    a = unit_of(client, ref, "a")
     assert (a.status, a.node, a.attempt, a.progress) == (UnitStatus.IN_PROGRESS, "n1", 1, 0.25)
     assert a.lease_expires_at is not None
     # The claim is real: another node can no longer take the unit.
@@ -113,7 +105,7 @@ def test_report_from_another_node_is_rejected(
         UnitWrongNode, report(client, kind), ref, "n2", "a", token if with_token else None
     )
     assert (error.unit, error.node) == ("a", "n2")
-    assert unit(client, ref, "a").node == "n1"
+    assert unit_of(client, ref, "a").node == "n1"
 
 
 @pytest.mark.parametrize("kind", REPORTS)
@@ -139,7 +131,7 @@ def test_old_token_after_lease_expiry_is_lease_lost(
         new = client.claim_unit(ref, "n1", kind)
         assert new == old[kind] + 1
         rejects(LeaseLost, report(client, kind), ref, "n1", kind, old[kind])
-        assert unit(client, ref, kind).attempt == new
+        assert unit_of(client, ref, kind).attempt == new
 
 
 def test_old_holder_after_another_node_reclaimed_is_wrong_node(
@@ -153,7 +145,7 @@ def test_old_holder_after_another_node_reclaimed_is_wrong_node(
     for kind in REPORTS:
         assert client.claim_unit(ref, "n2", kind) == old[kind] + 1
         rejects(UnitWrongNode, report(client, kind), ref, "n1", kind, old[kind])
-        u = unit(client, ref, kind)
+        u = unit_of(client, ref, kind)
         assert (u.node, u.attempt, u.status) == ("n2", old[kind] + 1, UnitStatus.IN_PROGRESS)
 
 
@@ -174,10 +166,10 @@ def test_progress_is_monotonic_but_a_lower_report_still_counts(
     client: dtaskq.Client, ref: TaskRef, rejects: Rejects
 ) -> None:
     token = client.update_progress(ref, "n1", "a", 0.6)
-    first = unit(client, ref, "a")
+    first = unit_of(client, ref, "a")
     time.sleep(0.005)
     assert client.update_progress(ref, "n1", "a", 0.3, token) == token
-    second = unit(client, ref, "a")
+    second = unit_of(client, ref, "a")
     assert second.progress == 0.6
     assert second.updated_at > first.updated_at
     assert second.lease_expires_at > first.lease_expires_at
@@ -185,12 +177,12 @@ def test_progress_is_monotonic_but_a_lower_report_still_counts(
     rejects(UnitWrongNode, client.update_progress, ref, "n2", "a", 0.1)
     rejects(LeaseLost, client.update_progress, ref, "n1", "a", 0.1, token + 1)
     assert client.update_progress(ref, "n1", "a", 0.9, token) == token
-    assert unit(client, ref, "a").progress == 0.9
+    assert unit_of(client, ref, "a").progress == 0.9
 
 
 def test_lower_progress_on_a_free_unit_claims_it(client: dtaskq.Client, ref: TaskRef) -> None:
     assert client.update_progress(ref, "n1", "a", 0.0) == 1
-    a = unit(client, ref, "a")
+    a = unit_of(client, ref, "a")
     assert (a.node, a.status, a.progress) == ("n1", UnitStatus.IN_PROGRESS, 0.0)
 
 
@@ -207,7 +199,7 @@ def test_progress_on_a_terminal_unit_of_a_started_task_is_ignored(
     # Ignored whoever reports: no ownership check on a unit that is done.
     assert unchanged(client.update_progress, ref, "n2", "a", 0.2, token + 5) is None
     assert task_of(client, ref).status is TaskStatus.STARTED
-    assert unit(client, ref, "a").progress == 1.0
+    assert unit_of(client, ref, "a").progress == 1.0
 
 
 # --- rule 10: reports on a task that is not STARTED ---
@@ -294,7 +286,7 @@ def test_previous_version_does_not_exist_after_re_add(
     rejects(TaskDoesNotExist, client.claim_unit, ref, "n1", "a")
     for kind in REPORTS:
         rejects(TaskDoesNotExist, report(client, kind), ref, "n1", "a", token)
-    assert unit(client, new, "a").status is UnitStatus.PENDING
+    assert unit_of(client, new, "a").status is UnitStatus.PENDING
 
 
 # --- rule 12: completion ---
@@ -305,7 +297,7 @@ def test_complete_sets_completed_progress_and_finished_at(
 ) -> None:
     token = client.update_progress(ref, "n1", "a", 0.4)
     assert client.complete_unit(ref, "n1", "a", token) == token
-    a = unit(client, ref, "a")
+    a = unit_of(client, ref, "a")
     assert (a.status, a.progress, a.node, a.attempt) == (UnitStatus.COMPLETED, 1.0, "n1", token)
     assert a.finished_at is not None and a.finished_at == a.updated_at
     assert a.lease_expires_at is None
@@ -318,7 +310,7 @@ def test_completing_an_unassigned_unit_assigns_it_to_the_reporter(
     client: dtaskq.Client, ref: TaskRef
 ) -> None:
     assert client.complete_unit(ref, "n2", "b") == 1
-    b = unit(client, ref, "b")
+    b = unit_of(client, ref, "b")
     assert (b.status, b.node, b.attempt) == (UnitStatus.COMPLETED, "n2", 1)
 
 
@@ -348,7 +340,7 @@ def test_completing_a_failed_unit_is_rejected(
     rejects(TaskNotRunning, client.complete_unit, ref, "n1", "a", token)
     rejects(TaskNotRunning, client.complete_unit, ref, "n1", "a", None)
     rejects(TaskNotRunning, client.complete_unit, ref, "n2", "a", None)
-    assert unit(client, ref, "a").status is UnitStatus.FAILED
+    assert unit_of(client, ref, "a").status is UnitStatus.FAILED
 
 
 def test_identical_completion_retry_succeeds_unchanged(
@@ -483,7 +475,7 @@ def test_retryable_failure_backs_off_then_another_node_retries(
     time.sleep(0.27)
     t2 = client.claim_unit(ref, "n2", "u")
     assert t2 == 2
-    u = unit(client, ref, "u")
+    u = unit_of(client, ref, "u")
     assert (u.status, u.node, u.attempt, u.ready_at) == (UnitStatus.IN_PROGRESS, "n2", 2, None)
 
 
@@ -494,7 +486,7 @@ def test_retries_exhausted_fail_the_task(client: dtaskq.Client, retried: TaskRef
     time.sleep(0.03)
     t2 = client.claim_unit(ref, "n2", "u")
     assert client.fail_unit(ref, "n2", "u", "e2", t2, retryable=True) is True
-    u = unit(client, ref, "u")
+    u = unit_of(client, ref, "u")
     assert u.ready_at - u.updated_at == timedelta(milliseconds=40)  # 20 ms * 2**(2-1)
     time.sleep(0.05)
     t3 = client.claim_unit(ref, "n3", "u")
@@ -538,12 +530,12 @@ def test_sticky_retry_keeps_the_node(
     )
     t1 = client.claim_unit(ref, "n1", "shard")
     assert client.fail_unit(ref, "n1", "shard", "flaky", t1, retryable=True) is True
-    u = unit(client, ref, "shard")
+    u = unit_of(client, ref, "shard")
     assert (u.status, u.node, u.attempt) == (UnitStatus.PENDING, "n1", 1)
     time.sleep(0.02)
     rejects(UnitWrongNode, client.claim_unit, ref, "n2", "shard")
     assert client.claim_unit(ref, "n1", "shard") == 2
-    assert unit(client, ref, "shard").node == "n1"
+    assert unit_of(client, ref, "shard").node == "n1"
 
 
 # --- the async client does what the sync one does ---
