@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import Rejects, Unchanged
 
 import dtaskq
 from dtaskq import AcksMissing, TaskNotFinalizing, TaskRef, TaskStatus
-
-Rejects = Callable[..., Exception]
-Unchanged = Callable[..., Any]
 
 
 def task_of(client: dtaskq.Client, ref: TaskRef) -> dtaskq.Task:
