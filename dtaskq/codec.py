@@ -1,4 +1,4 @@
-"""Encoding of payloads and decoding of the records the scripts store (msgpack)."""
+"""Decoding of the records the scripts store (msgpack) into the public types."""
 
 from __future__ import annotations
 
@@ -18,13 +18,8 @@ _UNIT_STATUSES = (
 )
 
 
-def pack(value: Any) -> bytes:
-    """Encodes a Python value as msgpack (the payload format; never pickle)."""
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-
-
 def unpack(data: bytes) -> Any:
-    """Decodes msgpack written by :func:`pack` or by a script."""
+    """Decodes msgpack that a script stored (``cmsgpack``)."""
     return msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
 
 
