@@ -99,6 +99,14 @@ class TaskOptions(TypedDict, total=False):
     """86 400 000. How long a terminal task is kept before cleanup or the sweeper removes it."""
 
 
+def _conflict_keys_fit(ckeys: list[str], namespace: str, partitions: int) -> None:
+    if ckeys and partitions > 1:
+        raise InvalidArgument(
+            "conflict_keys are checked atomically within one partition; "
+            f"namespace {namespace!r} has {partitions}"
+        )
+
+
 def add_task(
     router: Router,
     namespace: str,
@@ -129,15 +137,12 @@ def add_task(
         options.get("completed_ttl_ms", DEFAULT_TTL_MS), "completed_ttl_ms", 0, 2**45
     )
     barrier = 2 if prepare_barrier else 1 if ack_barrier else 0
-    # Predict the count first, so a rejected task does not register the namespace.
+    # Check against the count the namespace will have first, so that a rejected task does not
+    # register it; then again, in case another producer registered it meanwhile.
     count = (yield from router.partition_count(namespace)) or router.wanted(namespace)
-    for _ in range(2):
-        if ckeys and count > 1:
-            raise InvalidArgument(
-                "conflict_keys are checked atomically within one partition; "
-                f"namespace {namespace!r} has {count}"
-            )
-        count = yield from router.partition_count(namespace, register=True)
+    _conflict_keys_fit(ckeys, namespace, count)
+    count = yield from router.partition_count(namespace, register=True)
+    _conflict_keys_fit(ckeys, namespace, count)
     part = keys.Partition(router.prefix, namespace, keys.partition_of(task_id, count))
     args: list[Any] = [
         task_id,
