@@ -68,7 +68,7 @@ def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task 
     acks: dict[str, dict[str, Ack]] = {"prepare": {}, "post": {}}
     for key, value in _pairs(reply[2]):
         phase, _, node = _text(key).partition(":")
-        success, error, acked_at = unpack(value)
+        success, error, acked_at, _request_id = unpack(value)
         acks[phase][node] = Ack(bool(success), error, at(acked_at))
     counts = dict.fromkeys(UnitStatus, 0)
     for unit in units.values():

@@ -307,7 +307,7 @@ def record_ack(
     validate.ident(node, "node id")
     validate.flag(success, "success")
     validate.error_text(error)
-    args = [node, phase, int(success), error]
+    args = [node, phase, int(success), error, uuid.uuid4().hex]
     answer = yield from _on_task(router, ref, _ACK, args, node=node)
     return bool(answer)
 
@@ -315,7 +315,7 @@ def record_ack(
 def finalize_task(router: Router, ref: TaskRef) -> Steps[bool]:
     """SWAPPING -> FINISHED once every post ack is in (rule 20); False if already FINISHED."""
     validate.ref(ref)
-    return bool((yield from _on_task(router, ref, _FINALIZE, [])))
+    return bool((yield from _on_task(router, ref, _FINALIZE, [uuid.uuid4().hex])))
 
 
 def cancel_task(router: Router, ref: TaskRef) -> Steps[None]:
