@@ -1,7 +1,7 @@
 """The script registry, built from the files in ``lua/``: one atomic operation per file.
 
 A line ``-- @include NAME`` splices ``lua/include/NAME.lua`` in its place. The number of
-KEYS a script takes is read from its header (``KEYS[i]`` or ``KEYS[1..n]``) and checked on
+KEYS a script takes is read from its header (its highest ``KEYS[i]``) and checked on
 every call, so the Python side cannot drift from the files.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from ._paths import lua_dir
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
-_KEYS = re.compile(r"KEYS\[(?:1\.\.)?(\d+)\]")
+_KEYS = re.compile(r"KEYS\[(\d+)\]")
 
 
 @dataclass(frozen=True)

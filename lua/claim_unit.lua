@@ -1,6 +1,8 @@
 -- claim_unit: the first claimer of an unassigned unit owns it (rule 6); the holder gets its
 -- current token back and its lease renewed. An expired lease is honoured here (rule 25).
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- Returns: the token (the unit's attempt number)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,

@@ -1,7 +1,9 @@
 -- cleanup_task: deletes every key of a terminal task version older than its TTL (rule 22).
 -- It leaves a one-minute tombstone so that a retry of the same call (same request id) after
 -- a lost reply succeeds instead of finding the task gone.
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] tombstone of the task's last cleanup
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] request id (the same for every retry of a call)
 -- Returns: 1

@@ -1,7 +1,9 @@
 -- complete_unit: marks a unit COMPLETED (rule 12); completing the last unit moves the task on
 -- (FINISHED, or into its barrier). Completing an unassigned unit claims it first. An identical
 -- retry (same node, same token) of a completion that already happened succeeds unchanged.
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)
 -- Returns: the token under which the unit completed

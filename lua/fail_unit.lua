@@ -1,7 +1,9 @@
 -- fail_unit: reports a unit failure. A retryable failure with attempts left returns the unit
 -- to PENDING after a backoff (rule 14); otherwise the unit and the whole task fail at once
 -- (rule 13). An identical retry of a failure report succeeds unchanged.
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)   ARGV[6] error text   ARGV[7] retryable (0 | 1)
 -- Returns: 1 when the unit will be retried, 0 when it failed for good

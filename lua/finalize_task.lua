@@ -1,5 +1,7 @@
 -- finalize_task: SWAPPING with every expected post ack successful -> FINISHED (rule 20).
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] request id (the same for every retry of a call)
 -- Returns: 1 when this call finished the task, 0 when it was already FINISHED
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_FINALIZING,

@@ -1,5 +1,7 @@
 -- get_task: reads the current version of a task, its units and its acks in one snapshot.
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- ARGV[1] task id
 -- Returns: {} when there is no such task, else {task fields, unit fields, ack fields}, each
 --          a flat HGETALL array; unit and ack values are msgpack arrays

@@ -2,7 +2,9 @@
 -- node, phase) wins; acks from nodes that own no unit, and acks that arrive after their phase,
 -- are dropped. A failed ack fails the task; the last successful prepare ack moves the task to
 -- SWAPPING.
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] phase ("prepare" | "post")
 -- ARGV[5] success (0 | 1)   ARGV[6] error text
 -- ARGV[7] request id (the same for every retry of a call): a retry after a lost reply

@@ -1,6 +1,8 @@
 -- update_progress: records monotonic progress for a unit (rules 6-11); the first report on
 -- an unassigned unit claims it. A report renews the reporter's lease.
--- KEYS[1..9] as add_task: task, units, acks, nodes, leases, expiry, conflicts, index, seq
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] progress (finite, in [0, 1])   ARGV[6] token ("" = check the node only)
 -- Returns: the token, or 0 when the unit is already terminal (the report is ignored)
