@@ -48,6 +48,12 @@ class SweepResult:
     more: bool
 
 
+def _request_id() -> str:
+    """A fresh id for one call; its retries resend the same ARGV, so a script that stored it
+    can tell its own retry from another call."""
+    return uuid.uuid4().hex
+
+
 def _token_arg(token: int | None) -> str:
     return "" if token is None else str(token)
 
@@ -153,7 +159,7 @@ def add_task(
         retry_backoff_ms,
         completed_ttl_ms,
         barrier,
-        uuid.uuid4().hex,
+        _request_id(),
         len(ckeys),
         *ckeys,
     ]
@@ -307,7 +313,7 @@ def record_ack(
     validate.ident(node, "node id")
     validate.flag(success, "success")
     validate.error_text(error)
-    args = [node, phase, int(success), error, uuid.uuid4().hex]
+    args = [node, phase, int(success), error, _request_id()]
     answer = yield from _on_task(router, ref, _ACK, args, node=node)
     return bool(answer)
 
@@ -315,19 +321,19 @@ def record_ack(
 def finalize_task(router: Router, ref: TaskRef) -> Steps[bool]:
     """SWAPPING -> FINISHED once every post ack is in (rule 20); False if already FINISHED."""
     validate.ref(ref)
-    return bool((yield from _on_task(router, ref, _FINALIZE, [uuid.uuid4().hex])))
+    return bool((yield from _on_task(router, ref, _FINALIZE, [_request_id()])))
 
 
 def cancel_task(router: Router, ref: TaskRef) -> Steps[None]:
     """STARTED -> CANCELLED (rule 21)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CANCEL, [uuid.uuid4().hex])
+    yield from _on_task(router, ref, _CANCEL, [_request_id()])
 
 
 def cleanup_task(router: Router, ref: TaskRef) -> Steps[None]:
     """Deletes a terminal task version past its TTL (rule 22)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CLEANUP, [uuid.uuid4().hex], keys.Partition.cleanup_keys)
+    yield from _on_task(router, ref, _CLEANUP, [_request_id()], keys.Partition.cleanup_keys)
 
 
 def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[SweepResult]:
