@@ -24,7 +24,19 @@ from .errors import (
     UnitNotReady,
     UnitWrongNode,
 )
-from .models import DONE, Ack, ClaimStatus, Task, TaskRef, TaskStatus, Unit, UnitSpec, UnitStatus
+from .models import (
+    DONE,
+    Ack,
+    ClaimedUnit,
+    ClaimStatus,
+    Done,
+    Task,
+    TaskRef,
+    TaskStatus,
+    Unit,
+    UnitSpec,
+    UnitStatus,
+)
 from .ops import SweepResult
 
 __all__ = [
@@ -33,7 +45,9 @@ __all__ = [
     "AcksMissing",
     "AsyncClient",
     "ClaimStatus",
+    "ClaimedUnit",
     "Client",
+    "Done",
     "DtaskqError",
     "InvalidArgument",
     "LeaseLost",

@@ -13,7 +13,7 @@ from redis.backoff import NoBackoff
 
 from . import ops
 from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
-from .models import ClaimStatus, Task, TaskRef, UnitSpec
+from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
 T = TypeVar("T")
@@ -75,7 +75,9 @@ class AsyncClient:
         namespace: str,
         task_id: str,
         *,
-        units: Iterable[str | UnitSpec],
+        units: Iterable[str | UnitSpec] | None = None,
+        unit_count: int | None = None,
+        workers_hint: int = 1,
         payload: bytes = b"",
         **options: Unpack[TaskOptions],
     ) -> TaskRef:
@@ -85,10 +87,12 @@ class AsyncClient:
                 self._core.router,
                 namespace,
                 task_id,
-                units,
                 payload,
                 self._core.max_payload,
                 options,
+                units=units,
+                unit_count=unit_count,
+                workers_hint=workers_hint,
             )
         )
 
@@ -100,12 +104,28 @@ class AsyncClient:
         """See :meth:`dtaskq.Client.list_tasks`."""
         return await self._drive(ops.list_tasks(self._core.router, namespace))
 
-    async def claim_unit(self, ref: TaskRef, node: str, unit: str) -> int:
+    async def claim_unit(self, ref: TaskRef, node: str, unit: str | int) -> int:
         """See :meth:`dtaskq.Client.claim_unit`."""
         return await self._drive(ops.claim_unit(self._core.router, ref, node, unit))
 
+    async def claim_first(self, ref: TaskRef, node: str) -> ClaimedUnit | Done:
+        """See :meth:`dtaskq.Client.claim_first`."""
+        claimed = await self.claim(ref, node)
+        return claimed if isinstance(claimed, Done) else claimed[0]
+
+    async def claim_next(self, ref: TaskRef, node: str, last: int) -> ClaimedUnit | Done:
+        """See :meth:`dtaskq.Client.claim_next`."""
+        claimed = await self.claim(ref, node, last=last)
+        return claimed if isinstance(claimed, Done) else claimed[0]
+
+    async def claim(
+        self, ref: TaskRef, node: str, max_units: int = 1, last: int | None = None
+    ) -> list[ClaimedUnit] | Done:
+        """See :meth:`dtaskq.Client.claim`."""
+        return await self._drive(ops.claim_range(self._core.router, ref, node, max_units, last))
+
     async def update_progress(
-        self, ref: TaskRef, node: str, unit: str, progress: float, token: int | None = None
+        self, ref: TaskRef, node: str, unit: str | int, progress: float, token: int | None = None
     ) -> int | None:
         """See :meth:`dtaskq.Client.update_progress`."""
         return await self._drive(
@@ -113,7 +133,7 @@ class AsyncClient:
         )
 
     async def complete_unit(
-        self, ref: TaskRef, node: str, unit: str, token: int | None = None
+        self, ref: TaskRef, node: str, unit: str | int, token: int | None = None
     ) -> int:
         """See :meth:`dtaskq.Client.complete_unit`."""
         return await self._drive(ops.complete_unit(self._core.router, ref, node, unit, token))
@@ -122,7 +142,7 @@ class AsyncClient:
         self,
         ref: TaskRef,
         node: str,
-        unit: str,
+        unit: str | int,
         error: str,
         token: int | None = None,
         retryable: bool = False,
@@ -133,7 +153,7 @@ class AsyncClient:
         )
 
     async def heartbeat(
-        self, node: str, claims: Sequence[tuple[TaskRef, str, int]]
+        self, node: str, claims: Sequence[tuple[TaskRef, str | int, int]]
     ) -> list[ClaimStatus]:
         """See :meth:`dtaskq.Client.heartbeat`."""
         return await self._drive(ops.heartbeat(self._core.router, node, claims))

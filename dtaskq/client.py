@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from . import ops
 from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
-from .models import ClaimStatus, Task, TaskRef, UnitSpec
+from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
 T = TypeVar("T")
@@ -84,11 +84,15 @@ class Client:
         namespace: str,
         task_id: str,
         *,
-        units: Iterable[str | UnitSpec],
+        units: Iterable[str | UnitSpec] | None = None,
+        unit_count: int | None = None,
+        workers_hint: int = 1,
         payload: bytes = b"",
         **options: Unpack[TaskOptions],
     ) -> TaskRef:
-        """Creates a STARTED task with named units, all PENDING and unassigned.
+        """Creates a STARTED task whose units are all PENDING and unassigned: either named
+        ``units`` (ids or :class:`UnitSpec` with a group), or ``unit_count`` range units
+        0..N-1 handed out by span splitting, pre-split into ``workers_hint`` regions (DESIGN §6).
 
         Re-adding the id of a terminal task creates a new, greater version and replaces the old
         one's state; ``options`` are those of :class:`~dtaskq.ops.TaskOptions`.
@@ -101,10 +105,12 @@ class Client:
                 self._core.router,
                 namespace,
                 task_id,
-                units,
                 payload,
                 self._core.max_payload,
                 options,
+                units=units,
+                unit_count=unit_count,
+                workers_hint=workers_hint,
             )
         )
 
@@ -117,7 +123,7 @@ class Client:
         activity time (finished_at, else started_at) descending, then by id."""
         return self._drive(ops.list_tasks(self._core.router, namespace))
 
-    def claim_unit(self, ref: TaskRef, node: str, unit: str) -> int:
+    def claim_unit(self, ref: TaskRef, node: str, unit: str | int) -> int:
         """Claims ``unit`` for ``node`` and returns its token; the first claimer wins and a
         holder claiming again gets its current token back (its lease renewed).
 
@@ -126,8 +132,33 @@ class Client:
         """
         return self._drive(ops.claim_unit(self._core.router, ref, node, unit))
 
+    def claim_first(self, ref: TaskRef, node: str) -> ClaimedUnit | Done:
+        """Claims a unit of a range task for ``node``: one waiting to be claimed again, else the
+        first unit of the next fresh region, else the first unit of the right half of the
+        largest span left, whose rest ``node`` then continues. Returns the unit (an ``int``
+        with its ``token``), or DONE when no unit is left to hand out.
+
+        Raises ``UnitNotReady`` when the only units left back off after a retryable failure,
+        ``TaskNotRunning`` once the task failed or was cancelled.
+        """
+        claimed = self.claim(ref, node)
+        return claimed if isinstance(claimed, Done) else claimed[0]
+
+    def claim_next(self, ref: TaskRef, node: str, last: int) -> ClaimedUnit | Done:
+        """Claims ``last + 1`` for ``node`` while it is unclaimed, else as :meth:`claim_first`."""
+        claimed = self.claim(ref, node, last=last)
+        return claimed if isinstance(claimed, Done) else claimed[0]
+
+    def claim(
+        self, ref: TaskRef, node: str, max_units: int = 1, last: int | None = None
+    ) -> list[ClaimedUnit] | Done:
+        """Claims up to ``max_units`` (at most 1 000) range units in one call, each as
+        :meth:`claim_next` would after the one before it, so contiguous where possible; the
+        first after ``last``, or as :meth:`claim_first` when ``last`` is None."""
+        return self._drive(ops.claim_range(self._core.router, ref, node, max_units, last))
+
     def update_progress(
-        self, ref: TaskRef, node: str, unit: str, progress: float, token: int | None = None
+        self, ref: TaskRef, node: str, unit: str | int, progress: float, token: int | None = None
     ) -> int | None:
         """Reports progress in [0, 1]; stored progress never decreases. The first report on an
         unassigned unit claims it. Returns the token, or None when the unit was already
@@ -137,7 +168,9 @@ class Client:
         """
         return self._drive(ops.update_progress(self._core.router, ref, node, unit, progress, token))
 
-    def complete_unit(self, ref: TaskRef, node: str, unit: str, token: int | None = None) -> int:
+    def complete_unit(
+        self, ref: TaskRef, node: str, unit: str | int, token: int | None = None
+    ) -> int:
         """Completes a unit; completing the last one finishes the task or opens its barrier.
 
         An identical retry (same node and token) succeeds without change. Raises
@@ -149,7 +182,7 @@ class Client:
         self,
         ref: TaskRef,
         node: str,
-        unit: str,
+        unit: str | int,
         error: str,
         token: int | None = None,
         retryable: bool = False,
@@ -160,7 +193,9 @@ class Client:
             ops.fail_unit(self._core.router, ref, node, unit, error, token, retryable)
         )
 
-    def heartbeat(self, node: str, claims: Sequence[tuple[TaskRef, str, int]]) -> list[ClaimStatus]:
+    def heartbeat(
+        self, node: str, claims: Sequence[tuple[TaskRef, str | int, int]]
+    ) -> list[ClaimStatus]:
         """Renews ``node``'s leases on ``(ref, unit, token)`` claims, one call per partition;
         answers per claim, in order: HELD, LOST or NOT_RUNNING."""
         return self._drive(ops.heartbeat(self._core.router, node, claims))

@@ -65,6 +65,7 @@ def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task 
         return None
     fields = {_text(k): v for k, v in _pairs(reply[0])}
     units = {_text(k): decode_unit(_text(k), v) for k, v in _pairs(reply[1])}
+    unit_count = int(fields.get("unit_count", b"0")) or None
     acks: dict[str, dict[str, Ack]] = {"prepare": {}, "post": {}}
     for key, value in _pairs(reply[2]):
         phase, _, node = _text(key).partition(":")
@@ -73,6 +74,13 @@ def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task 
     counts = dict.fromkeys(UnitStatus, 0)
     for unit in units.values():
         counts[unit.status] += 1
+    if unit_count is not None:
+        # Range units have records only while they have state; the counters hold the rest.
+        units = {k: u for k, u in units.items() if u.status is not UnitStatus.COMPLETED}
+        counts[UnitStatus.COMPLETED] = int(fields["units_completed"])
+        counts[UnitStatus.PENDING] = unit_count - sum(
+            counts[s] for s in (UnitStatus.IN_PROGRESS, UnitStatus.COMPLETED, UnitStatus.FAILED)
+        )
     barrier = int(fields["barrier"])
     conflict_keys = _text(fields["conflict_keys"])
     return Task(
@@ -96,4 +104,5 @@ def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task 
         ack_barrier=barrier >= 1,
         prepare_barrier=barrier == 2,
         conflict_keys=tuple(conflict_keys.split("\n")) if conflict_keys else (),
+        unit_count=unit_count,
     )

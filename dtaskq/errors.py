@@ -121,6 +121,8 @@ class UnitNotReady(DtaskqError):
     """
 
     code = "UNIT_NOT_READY"
+    retry_after_ms: int | None = None
+    """When a range claim found only units backing off: how long until the first is ready."""
 
 
 class TransientError(DtaskqError):

@@ -8,6 +8,16 @@ Redis Cluster. A task of id ``t`` lives in partition ``crc32(t) mod P`` under::
     {<prefix>:<ns>:<p>}:units:<t>     hash    unit id -> msgpack unit record
     {<prefix>:<ns>:<p>}:acks:<t>      hash    "<phase>:<node>" -> msgpack ack record
     {<prefix>:<ns>:<p>}:nodes:<t>     hash    node -> number of units it owns
+    {<prefix>:<ns>:<p>}:spans:<t>     zset    range tasks: unclaimed spans, "<start> <end> <node>"
+                                              by start (node "" when no node continues it)
+    {<prefix>:<ns>:<p>}:order:<t>     zset    range tasks: span start -> start - 2**53 for a fresh
+                                              span, its length for a continued one
+    {<prefix>:<ns>:<p>}:returned:<t>  zset    range tasks: claimed-before units any node may claim
+                                              again -> the time they may be claimed
+    {<prefix>:<ns>:<p>}:kept:<t>      zset    sticky range tasks: "<node>\n<unit>" of units kept
+                                              for their node (score 0, found by prefix)
+    {<prefix>:<ns>:<p>}:done:<t>      set     range tasks: numbers k of the completion bitmaps
+    {<prefix>:<ns>:<p>}:done<k>:<t>   string  bit i: unit k * 2**20 + i is complete
     {<prefix>:<ns>:<p>}:cleaned:<t>   string  "<version> <request id>" of the last cleanup,
                                               for one minute (makes cleanup retry-safe)
 
@@ -62,6 +72,11 @@ class Partition:
             f"{b}conflicts",
             f"{b}tasks",
             f"{b}seq",
+            f"{b}spans:{task_id}",
+            f"{b}order:{task_id}",
+            f"{b}returned:{task_id}",
+            f"{b}kept:{task_id}",
+            f"{b}done:{task_id}",
         ]
 
     def cleanup_keys(self, task_id: str) -> list[str]:

@@ -49,12 +49,12 @@ class ClaimStatus(enum.StrEnum):
     """The task left STARTED (finished, failed, cancelled, replaced or deleted)."""
 
 
-class _Done:
+class Done:
     """Type of :data:`DONE`."""
 
-    _instance: _Done | None = None
+    _instance: Done | None = None
 
-    def __new__(cls) -> _Done:
+    def __new__(cls) -> Done:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -63,8 +63,26 @@ class _Done:
         return "dtaskq.DONE"
 
 
-DONE: Final = _Done()
+DONE: Final = Done()
 """Returned by range-task claims when no unit is left to hand out."""
+
+
+class ClaimedUnit(int):
+    """A range unit handed out by ``claim_first``, ``claim_next`` or ``claim``: the unit id
+    itself (an ``int``), carrying the fencing ``token`` of its claim for later reports."""
+
+    token: int
+
+    def __new__(cls, unit: int, token: int) -> ClaimedUnit:
+        claimed = super().__new__(cls, unit)
+        claimed.token = token
+        return claimed
+
+    def __repr__(self) -> str:
+        return f"ClaimedUnit({int(self)}, token={self.token})"
+
+    def __str__(self) -> str:
+        return int.__repr__(self)
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,8 @@ class Task:
     started_at: datetime
     finished_at: datetime | None
     units: dict[str, Unit]
+    """Named tasks: every unit. Range tasks: the units in flight, failed, or waiting to be
+    claimed again after a lease expiry or a retryable failure; ``counts`` has the totals."""
     prepare_acks: dict[str, Ack] = field(default_factory=dict)
     post_acks: dict[str, Ack] = field(default_factory=dict)
     counts: dict[UnitStatus, int] = field(default_factory=dict)
@@ -136,6 +156,8 @@ class Task:
     ack_barrier: bool = False
     prepare_barrier: bool = False
     conflict_keys: tuple[str, ...] = ()
+    unit_count: int | None = None
+    """N for a range task (units 0..N-1), None for a task of named units."""
 
     @property
     def ref(self) -> TaskRef:

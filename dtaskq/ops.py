@@ -11,16 +11,20 @@ from typing import Any, TypedDict
 
 from . import codec, keys, validate
 from .calls import Call, Router, Steps
-from .errors import InvalidArgument, TaskDoesNotExist
-from .models import ClaimStatus, Task, TaskRef
+from .errors import InvalidArgument, TaskDoesNotExist, UnitNotReady
+from .models import DONE, ClaimedUnit, ClaimStatus, Done, Task, TaskRef
 from .scripts import Script, script
 
 DEFAULT_LEASE_MS = 30_000
 DEFAULT_TTL_MS = 86_400_000
 DEFAULT_RETRY_BACKOFF_MS = 1_000
 DEFAULT_SWEEP_BATCH = 2_048
+MAX_CLAIM_BATCH = 1_000
+MAX_WORKERS_HINT = 100_000
 
 _ADD = script("add_task")
+_ADD_RANGE = script("add_range_task")
+_CLAIM_RANGE = script("claim_range")
 _GET = script("get_task")
 _LIST = script("list_tasks")
 _CLAIM = script("claim_unit")
@@ -117,19 +121,33 @@ def add_task(
     router: Router,
     namespace: str,
     task_id: str,
-    units: Iterable[Any],
     payload: bytes,
     max_payload_bytes: int,
     options: TaskOptions,
+    *,
+    units: Iterable[Any] | None,
+    unit_count: int | None,
+    workers_hint: int,
 ) -> Steps[TaskRef]:
-    """Creates a task with named units (rules 1-5); see :meth:`dtaskq.Client.add_task`."""
+    """Creates a task of named ``units`` or of ``unit_count`` range units (rules 1-5, DESIGN
+    §6); see :meth:`dtaskq.Client.add_task`."""
     unknown = set(options) - set(TaskOptions.__annotations__)
     if unknown:
         raise InvalidArgument(f"unknown add_task options: {', '.join(sorted(unknown))}")
     validate.namespace(namespace)
     validate.ident(task_id, "task id")
     validate.payload(payload, max_payload_bytes)
-    pairs = validate.units(units)
+    if (units is None) == (unit_count is None):
+        raise InvalidArgument("add_task needs either units or unit_count")
+    unit_args: list[Any]
+    if unit_count is None:
+        unit_args = [field for pair in validate.units(units) for field in pair]
+        validate.integer(workers_hint, "workers_hint", -validate.MAX_INT, MAX_WORKERS_HINT)
+    else:
+        unit_args = [
+            validate.integer(unit_count, "unit_count", 1),
+            validate.integer(workers_hint, "workers_hint", -validate.MAX_INT, MAX_WORKERS_HINT),
+        ]
     ack_barrier = validate.flag(options.get("ack_barrier", False), "ack_barrier")
     prepare_barrier = validate.flag(options.get("prepare_barrier", False), "prepare_barrier")
     ckeys = validate.conflict_keys(options.get("conflict_keys", ()))
@@ -162,11 +180,13 @@ def add_task(
         _request_id(),
         len(ckeys),
         *ckeys,
+        *unit_args,
     ]
-    for unit_id, group in pairs:
-        args += (unit_id, group)
     version = yield Call(
-        _ADD, part.task_keys(task_id), args, {"namespace": namespace, "task_id": task_id}
+        _ADD if unit_count is None else _ADD_RANGE,
+        part.task_keys(task_id),
+        args,
+        {"namespace": namespace, "task_id": task_id},
     )
     return TaskRef(namespace, task_id, int(version))
 
@@ -216,24 +236,52 @@ def list_tasks(router: Router, namespace: str | None = None) -> Steps[dict[str, 
     return listing
 
 
-def claim_unit(router: Router, ref: TaskRef, node: str, unit: str) -> Steps[int]:
+def claim_unit(router: Router, ref: TaskRef, node: str, unit: str | int) -> Steps[int]:
     """Claims a unit for ``node``; returns the token (rule 6)."""
     validate.ref(ref)
     validate.ident(node, "node id")
-    validate.ident(unit, "unit id")
+    unit = validate.unit_id(unit)
     token = yield from _on_task(router, ref, _CLAIM, [unit, node], unit=unit, node=node)
     return int(token)
 
 
+def claim_range(
+    router: Router, ref: TaskRef, node: str, max_units: int, last: int | None
+) -> Steps[list[ClaimedUnit] | Done]:
+    """Hands up to ``max_units`` range units to ``node`` (DESIGN §6), each as ``claim_next``
+    would after the one before it (``claim_first`` for the first when ``last`` is None).
+
+    Returns DONE when no unit is left to hand out; raises ``UnitNotReady`` when only units
+    backing off after a retryable failure are left.
+    """
+    validate.ref(ref)
+    validate.ident(node, "node id")
+    validate.integer(max_units, "max_units", 1, MAX_CLAIM_BATCH)
+    if last is not None:
+        validate.integer(last, "last", 0, validate.MAX_INT - 1)
+    args = [node, max_units, "" if last is None else last]
+    reply = yield from _on_task(router, ref, _CLAIM_RANGE, args, node=node)
+    if len(reply) > 1:
+        return [ClaimedUnit(u, tok) for u, tok in zip(reply[1::2], reply[2::2], strict=True)]
+    if reply[0]:
+        error = UnitNotReady(
+            f"every unit left is backing off; the first is ready in {reply[0]} ms",
+            **_context(ref, node=node),
+        )
+        error.retry_after_ms = int(reply[0])
+        raise error
+    return DONE
+
+
 def update_progress(
-    router: Router, ref: TaskRef, node: str, unit: str, progress: float, token: int | None
+    router: Router, ref: TaskRef, node: str, unit: str | int, progress: float, token: int | None
 ) -> Steps[int | None]:
     """Reports progress (rules 6-11); returns the token, or None when the unit was already
     terminal and the report was ignored."""
     value = validate.progress(progress)
     validate.ref(ref)
     validate.ident(node, "node id")
-    validate.ident(unit, "unit id")
+    unit = validate.unit_id(unit)
     validate.token(token)
     args = [unit, node, repr(value), _token_arg(token)]
     answer = yield from _on_task(router, ref, _PROGRESS, args, unit=unit, node=node)
@@ -241,12 +289,12 @@ def update_progress(
 
 
 def complete_unit(
-    router: Router, ref: TaskRef, node: str, unit: str, token: int | None
+    router: Router, ref: TaskRef, node: str, unit: str | int, token: int | None
 ) -> Steps[int]:
     """Completes a unit (rule 12); returns the token it completed under."""
     validate.ref(ref)
     validate.ident(node, "node id")
-    validate.ident(unit, "unit id")
+    unit = validate.unit_id(unit)
     validate.token(token)
     args = [unit, node, _token_arg(token)]
     answer = yield from _on_task(router, ref, _COMPLETE, args, unit=unit, node=node)
@@ -257,7 +305,7 @@ def fail_unit(
     router: Router,
     ref: TaskRef,
     node: str,
-    unit: str,
+    unit: str | int,
     error: str,
     token: int | None,
     retryable: bool,
@@ -265,7 +313,7 @@ def fail_unit(
     """Fails a unit (rules 13-14); returns True when it will be retried."""
     validate.ref(ref)
     validate.ident(node, "node id")
-    validate.ident(unit, "unit id")
+    unit = validate.unit_id(unit)
     validate.error_text(error)
     validate.token(token)
     validate.flag(retryable, "retryable")
@@ -275,7 +323,7 @@ def fail_unit(
 
 
 def heartbeat(
-    router: Router, node: str, claims: Sequence[tuple[TaskRef, str, int]]
+    router: Router, node: str, claims: Sequence[tuple[TaskRef, str | int, int]]
 ) -> Steps[list[ClaimStatus]]:
     """Renews the leases of ``claims`` (one call per partition); answers per claim, in order."""
     validate.ident(node, "node id")
@@ -286,7 +334,7 @@ def heartbeat(
         if not isinstance(claim, tuple) or len(claim) != 3:
             raise InvalidArgument("claims are (TaskRef, unit id, token) tuples")
         validate.ref(claim[0])
-        validate.ident(claim[1], "unit id")
+        validate.unit_id(claim[1])
         validate.integer(claim[2], "token", 0)
     by_partition: dict[keys.Partition, list[int]] = {}
     for i, (ref, _, _) in enumerate(claims):
@@ -298,7 +346,7 @@ def heartbeat(
         args: list[Any] = [node]
         for i in indexes:
             ref, unit, token = claims[i]
-            args += (ref.task_id, str(ref.version), unit, token)
+            args += (ref.task_id, str(ref.version), validate.unit_id(unit), token)
         replies = yield Call(_HEARTBEAT, part.heartbeat_keys(), args, {"node": node})
         for i, reply in zip(indexes, replies, strict=True):
             answers[i] = _CLAIM_STATUSES[int(reply)]

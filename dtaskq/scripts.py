@@ -1,6 +1,7 @@
 """The script registry, built from the files in ``lua/``: one atomic operation per file.
 
-A line ``-- @include NAME`` splices ``lua/include/NAME.lua`` in its place. The number of
+A line ``-- @include NAME`` splices ``lua/include/NAME.lua`` in its place (includes may
+include others). The number of
 KEYS a script takes is read from its header (its highest ``KEYS[i]``) and checked on
 every call, so the Python side cannot drift from the files.
 """
@@ -37,12 +38,21 @@ def _header(text: str) -> str:
     return "\n".join(lines)
 
 
+def _splice(text: str, include_dir: Path, depth: int = 0) -> str:
+    if depth > 4:
+        raise RuntimeError("lua includes nest more than 4 deep")
+    return _INCLUDE.sub(
+        lambda m: _splice((include_dir / f"{m.group(1)}.lua").read_text(), include_dir, depth + 1),
+        text,
+    )
+
+
 def _load(path: Path, include_dir: Path) -> Script:
     text = path.read_text()
     key_numbers = [int(n) for n in _KEYS.findall(_header(text))]
     if not key_numbers:
         raise RuntimeError(f"{path.name}: the header lists no KEYS")
-    source = _INCLUDE.sub(lambda m: (include_dir / f"{m.group(1)}.lua").read_text(), text)
+    source = _splice(text, include_dir)
     sha = hashlib.sha1(source.encode()).hexdigest()
     return Script(path.stem, source, sha, max(key_numbers))
 

@@ -50,6 +50,13 @@ def ident(value: Any, what: str) -> str:
     return value
 
 
+def unit_id(value: Any) -> str:
+    """A unit id as stored: a named unit's id, or a range unit's number as decimal text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(integer(value, "range unit", 0, MAX_INT - 1)))
+    return ident(value, "unit id")
+
+
 def group(value: Any) -> str:
     """A unit group: at most 200 bytes, no control characters; "" is the default group."""
     if not isinstance(value, str) or len(value.encode()) > MAX_ID_BYTES or _CONTROL.search(value):

@@ -3,6 +3,8 @@
 -- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
+-- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
+-- KEYS[13] kept units       KEYS[14] completion bitmaps
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- Returns: the token (the unit's attempt number)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
@@ -16,5 +18,5 @@ local stored = require_unit(t, unit_id)
 local claimed = claim_for_report(t, unit_id, stored, node, nil, now)
 claimed[U_LEASE] = now + t.lease_ms
 claimed[U_UPDATED] = now
-save_unit(t, unit_id, stored, claimed)
+save_unit(t, unit_id, stored, claimed, now)
 return claimed[U_ATTEMPT]

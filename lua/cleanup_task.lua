@@ -4,7 +4,9 @@
 -- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] tombstone of the task's last cleanup
+-- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
+-- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[15] tombstone of the task's last cleanup
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] request id (the same for every retry of a call)
 -- Returns: 1
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_STILL_RUNNING,
@@ -16,15 +18,15 @@ local version = arg_id(ARGV[2], 'version')
 local request_id = arg_id(ARGV[3], 'request id')
 local keys = call_keys()
 local done = version .. ' ' .. request_id
-if redis.call('GET', KEYS[10]) == done then return 1 end
+if redis.call('GET', KEYS[15]) == done then return 1 end
 local t = require_task(keys, task_id, version)
 if ACTIVE[t.status] then fail('TASK_STILL_RUNNING', 'task ' .. task_id .. ' is ' .. t.status) end
 local age = now_ms() - t.finished_at
 if age <= t.ttl_ms then
   fail('TASK_TOO_FRESH', 'task ' .. task_id .. ' finished ' .. age .. ' ms ago, TTL is ' .. t.ttl_ms .. ' ms')
 end
-redis.call('DEL', keys.task, keys.units, keys.acks, keys.nodes)
+delete_task_data(keys, task_id)
 redis.call('ZREM', keys.index, task_id)
 redis.call('ZREM', keys.expiry, task_id)
-redis.call('SET', KEYS[10], done, 'PX', 60000)
+redis.call('SET', KEYS[15], done, 'PX', 60000)
 return 1

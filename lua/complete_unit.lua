@@ -4,6 +4,8 @@
 -- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
+-- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
+-- KEYS[13] kept units       KEYS[14] completion bitmaps
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)
 -- Returns: the token under which the unit completed
@@ -16,10 +18,7 @@ local token = arg_token(ARGV[5])
 
 local t = require_task(call_keys(), task_id, version)
 local stored = require_unit(t, unit_id)
-if stored[U_STATUS] == COMPLETED and stored[U_NODE] == node
-    and (token == nil or token == stored[U_ATTEMPT]) then
-  return stored[U_ATTEMPT]
-end
+if completed_by(t, stored, node, token) then return stored[U_ATTEMPT] end
 local now = now_ms()
 local u = claim_for_report(t, unit_id, stored, node, token, now)
 u[U_STATUS] = COMPLETED
@@ -27,7 +26,7 @@ u[U_PROGRESS] = 1
 u[U_UPDATED] = now
 u[U_FINISHED] = now
 u[U_LEASE] = 0
-save_unit(t, unit_id, stored, u)
+save_unit(t, unit_id, stored, u, now)
 t.units_completed = redis.call('HINCRBY', t.keys.task, 'units_completed', 1)
 if t.units_completed == t.units_total then advance(t, now) end
 return u[U_ATTEMPT]

@@ -4,6 +4,8 @@
 -- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
+-- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
+-- KEYS[13] kept units       KEYS[14] completion bitmaps
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)   ARGV[6] error text   ARGV[7] retryable (0 | 1)
 -- Returns: 1 when the unit will be retried, 0 when it failed for good
@@ -35,11 +37,11 @@ if retryable and u[U_ATTEMPT] < t.max_attempts then
   if not t.sticky then u[U_NODE] = '' end
   -- Exponential backoff, capped at an hour; at least 1 ms so a retry can recognise itself.
   u[U_READY] = now + math.max(1, math.floor(math.min(t.retry_backoff_ms * 2 ^ (u[U_ATTEMPT] - 1), 3600000)))
-  save_unit(t, unit_id, stored, u)
+  save_unit(t, unit_id, stored, u, now)
   return 1
 end
 u[U_STATUS] = FAILED
 u[U_FINISHED] = now
-save_unit(t, unit_id, stored, u)
+save_unit(t, unit_id, stored, u, now)
 finish_task(t, 'FAILED', 'unit ' .. unit_id .. ' failed: ' .. message, now)
 return 0

@@ -2,6 +2,8 @@
 -- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
+-- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
+-- KEYS[13] kept units       KEYS[14] completion bitmaps
 -- ARGV[1] task id
 -- Returns: {} when there is no such task, else {task fields, unit fields, ack fields}, each
 --          a flat HGETALL array; unit and ack values are msgpack arrays

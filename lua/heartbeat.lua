@@ -28,7 +28,7 @@ for i = 2, #ARGV, 4 do
     if u and u[U_STATUS] == IN_PROGRESS and u[U_LEASE] > now and u[U_NODE] == node and u[U_ATTEMPT] == token then
       local renewed = copy(u)
       renewed[U_LEASE] = now + t.lease_ms
-      save_unit(t, unit_id, u, renewed)
+      save_unit(t, unit_id, u, renewed, now)
       answer = HELD
     end
   end

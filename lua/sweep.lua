@@ -8,32 +8,16 @@
 
 local limit = arg_int(ARGV[1], 'limit', 1, 10000)
 local now = now_ms()
-local reclaimed, deleted = 0, 0
-
-local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-for _, member in ipairs(due) do
-  local sep = string.find(member, '\n', 1, true)
-  local task_id, unit_id = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-  local t = load_task(run_time_keys(KEYS[1], 'leases', task_id), task_id, '')
-  local raw = t and t.status == 'STARTED' and redis.call('HGET', t.keys.units, unit_id)
-  local u = raw and cmsgpack.unpack(raw)
-  if not u or u[U_STATUS] ~= IN_PROGRESS then
-    redis.call('ZREM', KEYS[1], member)
-  elseif u[U_LEASE] <= now then
-    save_unit(t, unit_id, u, effective(t, u, now))
-    reclaimed = reclaimed + 1
-  else
-    redis.call('ZADD', KEYS[1], u[U_LEASE], member)
-  end
-end
+local looked, reclaimed = end_expired_leases(KEYS[1], now, limit)
+local deleted = 0
 
 -- Scores are finished_at + TTL, so every entry below `now` is past its TTL (rule 22: strictly).
-local expired = redis.call('ZRANGE', KEYS[2], '-inf', '(' .. now, 'BYSCORE', 'LIMIT', 0, limit - #due)
+local expired = redis.call('ZRANGE', KEYS[2], '-inf', '(' .. now, 'BYSCORE', 'LIMIT', 0, limit - looked)
 for _, task_id in ipairs(expired) do
   local keys = run_time_keys(KEYS[1], 'leases', task_id)
   local t = load_task(keys, task_id, '')
   if not t or not ACTIVE[t.status] then
-    redis.call('DEL', keys.task, keys.units, keys.acks, keys.nodes)
+    delete_task_data(keys, task_id)
     redis.call('ZREM', KEYS[3], task_id)
     deleted = deleted + 1
   end

@@ -3,6 +3,8 @@
 -- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
+-- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
+-- KEYS[13] kept units       KEYS[14] completion bitmaps
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] progress (finite, in [0, 1])   ARGV[6] token ("" = check the node only)
 -- Returns: the token, or 0 when the unit is already terminal (the report is ignored)
@@ -26,5 +28,5 @@ local u = copy(check_claim(t, unit_id, effective(t, stored, now), node, token, n
 u[U_PROGRESS] = math.max(u[U_PROGRESS], progress)
 u[U_UPDATED] = now
 u[U_LEASE] = now + t.lease_ms
-save_unit(t, unit_id, stored, u)
+save_unit(t, unit_id, stored, u, now)
 return u[U_ATTEMPT]

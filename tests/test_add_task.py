@@ -430,7 +430,7 @@ def test_cleanup_deletes_every_key_of_the_task(
     left = [k for k in r.keys(f"*{prefix}*") if b"doomed-task" in k]
     assert [k.decode().rsplit("}:", 1)[1] for k in left] == ["cleaned:doomed-task"]
     assert 0 < r.pttl(left[0]) <= 60_000
-    _, _, _, _, leases, expiry, conflicts, index, _ = task_keys(prefix, doomed)
+    _, _, _, _, leases, expiry, conflicts, index, *_ = task_keys(prefix, doomed)
     assert r.zscore(index, "doomed-task") is None
     assert r.zscore(expiry, "doomed-task") is None
     assert b"doomed-task" not in r.hvals(conflicts)

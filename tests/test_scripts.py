@@ -135,7 +135,7 @@ def test_a_real_error_carries_its_fields_and_a_clean_message(
     # What the server itself replies, for comparison.
     keys = Partition(prefix, namespace, 0).task_keys("task-1")
     with pytest.raises(redis.ResponseError) as raw:
-        r.evalsha(SCRIPTS["claim_unit"].sha, 9, *keys, "task-1", str(ref.version), "unit-a", "n2")
+        r.evalsha(SCRIPTS["claim_unit"].sha, len(keys), *keys, "task-1", str(ref.version), "unit-a", "n2")
     assert str(raw.value).startswith("DTQ_UNIT_WRONG_NODE unit unit-a is owned by node node-1")
 
     before = state()
@@ -236,6 +236,13 @@ def test_every_script_call_touches_one_slot(
         client.record_post_ack(ref, "n2")
         client.finalize_task(ref)
 
+    spans = client.add_task(namespace, "spans", unit_count=10, workers_hint=2)
+    claimed = client.claim(spans, "n1", max_units=10)
+    assert isinstance(claimed, list) and sorted(claimed) == list(range(10))
+    for unit in claimed:
+        client.complete_unit(spans, "n1", unit, unit.token)
+    assert client.claim_first(spans, "n1") is dtaskq.DONE
+
     # Failure, retry, cancel, cleanup, and a lease the sweeper reclaims.
     flaky = client.add_task(single, "flaky", units=["a", "b"], max_attempts=2, lease_ms=50)
     assert client.fail_unit(flaky, "n1", "a", "try again", retryable=True) is True
@@ -255,7 +262,7 @@ def test_every_script_call_touches_one_slot(
     deleted = sum(client.sweep(namespace, p).deleted for p in range(4))
     assert deleted == 1  # "short": ttl 0
     listing = client.list_tasks()
-    assert len(listing[namespace]) == 9
+    assert len(listing[namespace]) == 10
     assert all(t.status is dtaskq.TaskStatus.FINISHED for t in listing[namespace])
     assert {t.task_id for t in listing[single]} == {"guarded", "flaky"}
 

@@ -50,6 +50,15 @@ BAD_IDS = {
     "none": None,
 }
 
+# Reports name a unit by its id, or a range unit by its number.
+BAD_UNIT_REFS = {
+    **{k: v for k, v in BAD_IDS.items() if k != "int"},
+    "negative-int": -1,
+    "bool": True,
+    "float": 1.5,
+    "2**53": 2**53,
+}
+
 
 def _cases(values: dict[str, Any], **calls: Callable[[dtaskq.Client, Any], object]) -> list[Any]:
     return [
@@ -78,16 +87,22 @@ CASES: list[Any] = [
         ref=lambda c, v: c.cancel_task(TaskRef(NS, v, 1)),
         unit_id=lambda c, v: c.add_task(NS, "t", units=["ok", v]),
         unit_spec=lambda c, v: c.add_task(NS, "t", units=[UnitSpec(v)]),
-        claim_unit=lambda c, v: c.claim_unit(REF, "n", v),
         conflict_key=lambda c, v: c.add_task(NS, "t", units=["u"], conflict_keys=["k", v]),
         claim_node=lambda c, v: c.claim_unit(REF, v, "u"),
         progress_node=lambda c, v: c.update_progress(REF, v, "u", 0.5),
         complete_node=lambda c, v: c.complete_unit(REF, v, "u"),
         fail_node=lambda c, v: c.fail_unit(REF, v, "u", "e"),
         heartbeat_node=lambda c, v: c.heartbeat(v, [(REF, "u", 1)]),
-        heartbeat_unit=lambda c, v: c.heartbeat("n", [(REF, v, 1)]),
         ack_node=lambda c, v: c.record_prepare_ack(REF, v),
         post_ack_node=lambda c, v: c.record_post_ack(REF, v),
+    ),
+    *_cases(
+        BAD_UNIT_REFS,
+        claim_unit=lambda c, v: c.claim_unit(REF, "n", v),
+        progress_unit=lambda c, v: c.update_progress(REF, "n", v, 0.5),
+        complete_unit=lambda c, v: c.complete_unit(REF, "n", v),
+        fail_unit=lambda c, v: c.fail_unit(REF, "n", v, "e"),
+        heartbeat_unit=lambda c, v: c.heartbeat("n", [(REF, v, 1)]),
     ),
     *_cases(
         {

@@ -47,6 +47,7 @@ local function call_keys()
   return {
     task = KEYS[1], units = KEYS[2], acks = KEYS[3], nodes = KEYS[4],
     leases = KEYS[5], expiry = KEYS[6], conflicts = KEYS[7], index = KEYS[8], seq = KEYS[9],
+    spans = KEYS[10], order = KEYS[11], returned = KEYS[12], kept = KEYS[13], done = KEYS[14],
   }
 end
 
@@ -59,12 +60,31 @@ local function run_time_keys(key, suffix, task_id)
     acks = base .. 'acks:' .. task_id, nodes = base .. 'nodes:' .. task_id,
     leases = base .. 'leases', expiry = base .. 'expiry', conflicts = base .. 'conflicts',
     index = base .. 'tasks', seq = base .. 'seq',
+    spans = base .. 'spans:' .. task_id, order = base .. 'order:' .. task_id,
+    returned = base .. 'returned:' .. task_id, kept = base .. 'kept:' .. task_id,
+    done = base .. 'done:' .. task_id,
   }
+end
+
+-- @include ranges
+
+-- Every key holding one task version's state, the completion bitmaps included.
+local function task_data_keys(keys, task_id)
+  local found = { keys.task, keys.units, keys.acks, keys.nodes, keys.spans, keys.order,
+    keys.returned, keys.kept, keys.done }
+  for _, k in ipairs(redis.call('SMEMBERS', keys.done)) do
+    found[#found + 1] = bitmap_key(keys.done, task_id, k)
+  end
+  return found
+end
+
+local function delete_task_data(keys, task_id)
+  for _, key in ipairs(task_data_keys(keys, task_id)) do redis.call('DEL', key) end
 end
 
 local TASK_FIELDS = {
   'version', 'status', 'lease_ms', 'on_lease_expiry', 'max_attempts', 'retry_backoff_ms',
-  'completed_ttl_ms', 'barrier', 'units_total', 'units_completed', 'finished_at',
+  'completed_ttl_ms', 'barrier', 'units_total', 'units_completed', 'finished_at', 'unit_count',
 }
 
 -- Loads the task named by (id, version); version '' means "whatever is current".
@@ -78,7 +98,7 @@ local function load_task(keys, task_id, version)
     max_attempts = tonumber(v[5]), retry_backoff_ms = tonumber(v[6]),
     ttl_ms = tonumber(v[7]), barrier = tonumber(v[8]),
     units_total = tonumber(v[9]), units_completed = tonumber(v[10]),
-    finished_at = tonumber(v[11] or '0'),
+    finished_at = tonumber(v[11] or '0'), unit_count = tonumber(v[12] or '0'),
   }
 end
 
@@ -92,10 +112,29 @@ local function require_running(t)
   if t.status ~= 'STARTED' then fail('TASK_NOT_RUNNING', 'task ' .. t.id .. ' is ' .. t.status) end
 end
 
+-- A stored unit. A range unit without a record is stood in for: complete (its bit is set;
+-- the node that completed it is not kept, so it reads '') or unclaimed, with its span.
 local function require_unit(t, unit_id)
-  local raw = redis.call('HGET', t.keys.units, unit_id)
-  if not raw then fail('TASK_DOES_NOT_EXIST', 'unit ' .. unit_id .. ' does not exist in task ' .. t.id) end
-  return cmsgpack.unpack(raw)
+  local n = t.unit_count > 0 and range_unit(t, unit_id)
+  local raw = (t.unit_count == 0 or n) and redis.call('HGET', t.keys.units, unit_id)
+  if raw then return cmsgpack.unpack(raw) end
+  if not n then fail('TASK_DOES_NOT_EXIST', 'unit ' .. unit_id .. ' does not exist in task ' .. t.id) end
+  if is_done(t, n) then return { COMPLETED, '', '', 1, 1, 0, 0, '', 0, 0 } end
+  local span = span_containing(t, n)
+  if not span then error('dtaskq: range unit ' .. unit_id .. ' of task ' .. t.id .. ' is lost') end
+  local unclaimed = { PENDING, '', '', 0, 0, 0, 0, '', 0, 0 }
+  unclaimed.span = span
+  return unclaimed
+end
+
+-- True when `u` is complete by `node` under `token` (nil: any), so that a repeated completion
+-- is an identical retry (rule 12).
+local function completed_by(t, u, node, token)
+  if u[U_STATUS] ~= COMPLETED or (token ~= nil and token ~= u[U_ATTEMPT]) then return false end
+  if u[U_NODE] ~= '' then return u[U_NODE] == node end
+  -- A range unit completed under its first claim keeps no record: a node that owns units of
+  -- the task is taken to be retrying its own report.
+  return redis.call('HEXISTS', t.keys.nodes, node) == 1
 end
 
 local function copy(u)
@@ -115,8 +154,9 @@ local function effective(t, u, now)
   return e
 end
 
--- Writes a unit and keeps the lease index and the per-node ownership counts in step with it.
-local function save_unit(t, unit_id, old, new)
+-- Writes a unit and keeps the lease index and the per-node ownership counts in step with it;
+-- a range unit also moves between its span, the waiting sets and the completion bitmap.
+local function save_unit(t, unit_id, old, new, now)
   local member = t.id .. '\n' .. unit_id
   if new[U_STATUS] == IN_PROGRESS then
     redis.call('ZADD', t.keys.leases, new[U_LEASE], member)
@@ -129,7 +169,34 @@ local function save_unit(t, unit_id, old, new)
     end
     if new[U_NODE] ~= '' then redis.call('HINCRBY', t.keys.nodes, new[U_NODE], 1) end
   end
-  redis.call('HSET', t.keys.units, unit_id, cmsgpack.pack(new))
+  if t.unit_count > 0 and not place_range_unit(t, unit_id, old, new, now) then
+    redis.call('HDEL', t.keys.units, unit_id)
+  else
+    redis.call('HSET', t.keys.units, unit_id, cmsgpack.pack(new))
+  end
+end
+
+-- Ends up to `limit` expired leases of a partition (rule 25) and drops index entries of units
+-- that are no longer in flight. Returns how many entries it looked at and how many it ended.
+local function end_expired_leases(leases_key, now, limit)
+  local due = redis.call('ZRANGE', leases_key, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  local ended = 0
+  for _, member in ipairs(due) do
+    local sep = string.find(member, '\n', 1, true)
+    local task_id, unit_id = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    local t = load_task(run_time_keys(leases_key, 'leases', task_id), task_id, '')
+    local raw = t and t.status == 'STARTED' and redis.call('HGET', t.keys.units, unit_id)
+    local u = raw and cmsgpack.unpack(raw)
+    if not u or u[U_STATUS] ~= IN_PROGRESS then
+      redis.call('ZREM', leases_key, member)
+    elseif u[U_LEASE] <= now then
+      save_unit(t, unit_id, u, effective(t, u, now), now)
+      ended = ended + 1
+    else
+      redis.call('ZADD', leases_key, u[U_LEASE], member)
+    end
+  end
+  return #due, ended
 end
 
 -- Checks that `node` may report on `u` with `token` (rules 6-7). Returns the unit as it will
@@ -195,7 +262,7 @@ local function finish_task(t, status, err, now)
   t.finished_at = finished_at
   release_conflict_keys(t)
   redis.call('ZADD', t.keys.expiry, finished_at + t.ttl_ms, t.id)
-  for _, key in ipairs({ t.keys.task, t.keys.units, t.keys.acks, t.keys.nodes }) do
+  for _, key in ipairs(task_data_keys(t.keys, t.id)) do
     redis.call('PEXPIRE', key, t.ttl_ms + BACKSTOP_MS)
   end
 end

@@ -1,0 +1,101 @@
+-- claim_range: hands up to k units of a range task to a node (DESIGN §6). Each unit is what
+-- claim_next(last) would give, `last` being the unit handed out before it: last + 1 while it
+-- is unclaimed; else a waiting unit (kept for this node, or returned after a lease expiry or a
+-- retryable failure) that is ready; else the first unit of the first fresh span; else the
+-- first unit of the right half of the largest span. Each claim starts a lease (rule 6). It
+-- first ends a few expired leases of the partition, so that their units come back at once.
+-- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
+-- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
+-- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
+-- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
+-- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] max units k (1..1000)
+-- ARGV[5] last: the unit this node claimed last, in [0, N), or "" for none (claim_first)
+-- Returns: {wait_ms, unit, token, unit, token, ...}. Without units, wait_ms 0 means that no
+--          unit is left to hand out (also once every unit is complete); wait_ms > 0 that the
+--          next unit backing off after a retryable failure is ready in that many ms.
+-- Errors: DTQ_INVALID_ARGUMENT (also for a task of named units), DTQ_TASK_DOES_NOT_EXIST,
+--         DTQ_TASK_NOT_RUNNING (the task failed or was cancelled)
+-- @include common
+
+local task_id = arg_id(ARGV[1], 'task id')
+local version = arg_id(ARGV[2], 'version')
+local node = arg_id(ARGV[3], 'node id')
+local k = arg_int(ARGV[4], 'max_units', 1, 1000)
+local last = nil
+if ARGV[5] ~= '' then last = arg_int(ARGV[5], 'last', 0, 2 ^ 53 - 1) end
+local t = require_task(call_keys(), task_id, version)
+if t.unit_count == 0 then
+  fail('INVALID_ARGUMENT', 'task ' .. task_id .. ' has named units; claim them with claim_unit')
+end
+if last and last >= t.unit_count then
+  fail('INVALID_ARGUMENT', 'last must be a unit of the task, in [0, ' .. int(t.unit_count) .. ')')
+end
+if t.status == 'FAILED' or t.status == 'CANCELLED' then require_running(t) end
+-- PREPARING, SWAPPING or FINISHED: every unit is complete.
+if t.status ~= 'STARTED' then return { 0 } end
+
+local now = now_ms()
+end_expired_leases(t.keys.leases, now, 8)
+
+local reply = { 0 }
+local got = 0
+
+-- Units [n, n + count) leave a span: each gets its first claim. Written in batches rather
+-- than through save_unit, since this is the path almost every unit takes.
+local function hand_out(n, count)
+  local deadline = now + t.lease_ms
+  local record = cmsgpack.pack({ IN_PROGRESS, '', node, 0, 1, now, 0, '', deadline, 0 })
+  local records, leases = {}, {}
+  for i = n, n + count - 1 do
+    local unit_id = int(i)
+    records[#records + 1] = unit_id
+    records[#records + 1] = record
+    leases[#leases + 1] = deadline
+    leases[#leases + 1] = t.id .. '\n' .. unit_id
+    reply[#reply + 1] = i
+    reply[#reply + 1] = 1
+  end
+  redis.call('HSET', t.keys.units, unpack(records))
+  redis.call('ZADD', t.keys.leases, unpack(leases))
+  redis.call('HINCRBY', t.keys.nodes, node, count)
+  got = got + count
+  last = n + count - 1
+end
+
+local function claim_waiting(unit_id)
+  local stored = cmsgpack.unpack(redis.call('HGET', t.keys.units, unit_id))
+  local claimed = copy(check_claim(t, unit_id, stored, node, nil, now))
+  claimed[U_LEASE] = now + t.lease_ms
+  claimed[U_UPDATED] = now
+  save_unit(t, unit_id, stored, claimed, now)
+  reply[#reply + 1] = tonumber(unit_id)
+  reply[#reply + 1] = claimed[U_ATTEMPT]
+  got = got + 1
+  last = tonumber(unit_id)
+end
+
+local soonest = 0
+while got < k do
+  local span = last and last + 1 < t.unit_count and span_containing(t, last + 1)
+  local n = span and last + 1
+  if not span then
+    local unit_id
+    unit_id, soonest = waiting_unit(t, node, now)
+    if unit_id then
+      claim_waiting(unit_id)
+    else
+      local fresh
+      span, fresh = next_span(t)
+      if not span then break end
+      n = fresh and span.s or span.s + math.floor((span.e - span.s) / 2)
+    end
+  end
+  if span then
+    local count = math.min(k - got, span.e - n)
+    carve(t, span, n, count, node)
+    hand_out(n, count)
+  end
+end
+if got == 0 and soonest > 0 then reply[1] = math.max(1, soonest - now) end
+return reply
