@@ -104,6 +104,8 @@ def state(r: redis.Redis, prefix: str) -> Callable[[], dict[bytes, object]]:
                 found[key] = r.hgetall(key)
             elif kind == b"zset":
                 found[key] = r.zrange(key, 0, -1, withscores=True)
+            elif kind == b"set":
+                found[key] = sorted(r.smembers(key))
             elif kind == b"string":
                 found[key] = r.get(key)
             else:
