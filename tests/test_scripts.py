@@ -135,7 +135,9 @@ def test_a_real_error_carries_its_fields_and_a_clean_message(
     # What the server itself replies, for comparison.
     keys = Partition(prefix, namespace, 0).task_keys("task-1")
     with pytest.raises(redis.ResponseError) as raw:
-        r.evalsha(SCRIPTS["claim_unit"].sha, len(keys), *keys, "task-1", str(ref.version), "unit-a", "n2")
+        r.evalsha(
+            SCRIPTS["claim_unit"].sha, len(keys), *keys, "task-1", str(ref.version), "unit-a", "n2"
+        )
     assert str(raw.value).startswith("DTQ_UNIT_WRONG_NODE unit unit-a is owned by node node-1")
 
     before = state()

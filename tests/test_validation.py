@@ -548,6 +548,100 @@ def test_task_scripts_check_their_arguments(
     _expect_invalid(scripts, state, lambda: scripts.on_task(name, task_id, args))
 
 
+# --- range tasks: add_range_task and claim_range ---------------------------------------
+
+
+@pytest.fixture
+def range_scripts(scripts: Scripts, client: dtaskq.Client) -> Scripts:
+    """``scripts``, plus an active range task ``span`` (units 0..9 in regions [0, 5) and
+    [5, 10), unit 0 claimed by ``n1``)."""
+    span = client.add_task(scripts.namespace, "span", unit_count=10, workers_hint=2)
+    assert span.version == 3
+    assert client.claim_first(span, "n1") == 0
+    return scripts
+
+
+ADD_RANGE_TASK_CASES = {
+    "unit-count-0": add_args(units=["0", "4"]),
+    "unit-count-negative": add_args(units=["-1", "4"]),
+    "unit-count-2**53+1": add_args(units=["9007199254740993", "4"]),
+    "unit-count-exponent": add_args(units=["1e1", "4"]),
+    "unit-count-hex": add_args(units=["0x10", "4"]),
+    "unit-count-leading-zero": add_args(units=["010", "4"]),
+    "unit-count-1.5": add_args(units=["1.5", "4"]),
+    "unit-count-abc": add_args(units=["abc", "4"]),
+    "unit-count-empty": add_args(units=["", "4"]),
+    "unit-count-nan": add_args(units=["nan", "4"]),
+    "unit-count-inf": add_args(units=["inf", "4"]),
+    "workers-hint-100001": add_args(units=["10", "100001"]),
+    "workers-hint-1.5": add_args(units=["10", "1.5"]),
+    "workers-hint-abc": add_args(units=["10", "abc"]),
+    "workers-hint-empty": add_args(units=["10", ""]),
+    "workers-hint-missing": add_args(units=["10"]),
+    "extra-value": add_args(units=["10", "4", "x"]),
+    "no-count": add_args(units=[]),
+    "lease-0": add_args(lease_ms="0", units=["10", "4"]),
+    "task-id-brace": add_args(task_id="{old}", units=["10", "4"]),
+}
+
+
+@pytest.mark.parametrize(
+    "args", list(ADD_RANGE_TASK_CASES.values()), ids=list(ADD_RANGE_TASK_CASES)
+)
+def test_add_range_task_script_checks_its_arguments(
+    scripts: Scripts, state: State, args: list[Any]
+) -> None:
+    _expect_invalid(scripts, state, lambda: scripts.on_task("add_range_task", "old", args))
+
+
+def test_add_range_task_script_accepts_the_base_arguments(scripts: Scripts) -> None:
+    """The malformed cases above differ from a valid call in one value only."""
+    assert scripts.on_task("add_range_task", "old", add_args(units=["10", "4"])) == 3
+    keys = scripts.part.task_keys("old")
+    assert scripts.r.hmget(keys[0], "status", "unit_count") == [b"STARTED", b"10"]
+    assert scripts.r.zrange(keys[9], 0, -1) == [b"0 3 ", b"3 6 ", b"6 8 ", b"8 10 "]
+
+
+# ARGV of claim_range: task id, version, node, max units, last ("" for none).
+CLAIM_RANGE_CASES: dict[str, tuple[str, list[Any]]] = {
+    "max-units-0": ("span", ["span", "3", "n2", "0", ""]),
+    "max-units-1001": ("span", ["span", "3", "n2", "1001", ""]),
+    "max-units-negative": ("span", ["span", "3", "n2", "-1", ""]),
+    "max-units-1.5": ("span", ["span", "3", "n2", "1.5", ""]),
+    "max-units-abc": ("span", ["span", "3", "n2", "abc", ""]),
+    "max-units-empty": ("span", ["span", "3", "n2", "", ""]),
+    "last-negative": ("span", ["span", "3", "n2", "1", "-1"]),
+    "last-N": ("span", ["span", "3", "n2", "1", "10"]),
+    "last-2**53": ("span", ["span", "3", "n2", "1", "9007199254740992"]),
+    "last-1.5": ("span", ["span", "3", "n2", "1", "1.5"]),
+    "last-abc": ("span", ["span", "3", "n2", "1", "abc"]),
+    "last-missing": ("span", ["span", "3", "n2", "1"]),
+    "node-empty": ("span", ["span", "3", "", "1", ""]),
+    "node-space": ("span", ["span", "3", "n 2", "1", ""]),
+    "version-empty": ("span", ["span", "", "n2", "1", ""]),
+    "task-id-brace": ("span", ["{span}", "3", "n2", "1", ""]),
+    "named-units": ("live", ["live", "1", "n2", "1", ""]),
+}
+
+
+@pytest.mark.parametrize(
+    ("task_id", "args"), list(CLAIM_RANGE_CASES.values()), ids=list(CLAIM_RANGE_CASES)
+)
+def test_claim_range_script_checks_its_arguments(
+    range_scripts: Scripts, state: State, task_id: str, args: list[Any]
+) -> None:
+    run = range_scripts.on_task
+    _expect_invalid(range_scripts, state, lambda: run("claim_range", task_id, args))
+
+
+def test_claim_range_script_accepts_the_base_arguments(range_scripts: Scripts) -> None:
+    """The malformed cases above differ from a valid call in one value only."""
+    args = ["span", "3", "n2", "2", ""]
+    assert range_scripts.on_task("claim_range", "span", args) == [0, 5, 1, 6, 1]
+    args = ["span", "3", "n2", "2", "6"]
+    assert range_scripts.on_task("claim_range", "span", args) == [0, 7, 1, 8, 1]
+
+
 HEARTBEAT_CASES: dict[str, list[Any]] = {
     "three-values": ["n1", "live", "1", "a"],
     "five-values": ["n1", "live", "1", "a", "1", "extra"],

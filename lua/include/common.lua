@@ -20,9 +20,11 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Only canonical decimal text: tonumber alone would also take "1e1", "0x2" or "nan", and
+-- round digits past 2^53.
 local function arg_int(value, name, min, max)
-  local n = tonumber(value)
-  if n == nil or n ~= math.floor(n) or n < min or n > max then
+  local n = type(value) == 'string' and string.find(value, '^-?%d+$') and tonumber(value)
+  if not n or string.format('%.0f', n) ~= value or n < min or n > max then
     fail('INVALID_ARGUMENT', name .. ' must be an integer in [' .. min .. ', ' .. max .. ']')
   end
   return n
