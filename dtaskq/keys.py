@@ -79,6 +79,11 @@ class Partition:
             f"{b}done:{task_id}",
         ]
 
+    def bitmap_key(self, task_id: str, k: int) -> str:
+        """Completion bitmap ``k`` of a range task (bit i: unit k * 2**20 + i); the scripts
+        derive these names from the ``done`` key."""
+        return f"{self.base}done{k}:{task_id}"
+
     def cleanup_keys(self, task_id: str) -> list[str]:
         """KEYS of ``cleanup_task.lua``: the task keys, then its short-lived tombstone."""
         return [*self.task_keys(task_id), f"{self.base}cleaned:{task_id}"]

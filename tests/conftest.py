@@ -9,6 +9,8 @@ from uuid import uuid4
 
 import pytest
 import redis
+import redis.connection
+from support import LossyConnection
 
 import dtaskq
 from dtaskq.server import ENV_URL, EmbeddedServer, find_server_binaries
@@ -145,3 +147,18 @@ def unchanged(state: Callable[[], dict[bytes, object]]) -> Callable[..., object]
         return result
 
     return check
+
+
+@pytest.fixture
+def lossy(server_url: str, prefix: str) -> Iterator[dtaskq.Client]:
+    """A dtaskq client over LossyConnection; arm it with ``LossyConnection.armed = name``."""
+    LossyConnection.armed = None
+    LossyConnection.runs = {}
+    url = redis.connection.parse_url(server_url)
+    pool = redis.ConnectionPool(
+        connection_class=LossyConnection, host=url["host"], port=url["port"], db=url.get("db", 0)
+    )
+    client = dtaskq.Client(redis.Redis(connection_pool=pool), prefix=prefix)
+    yield client
+    client.close()
+    LossyConnection.armed = None

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
+
+import redis
+import redis.connection
 
 import dtaskq
+from dtaskq.keys import Partition
+from dtaskq.scripts import SCRIPTS
 
 Rejects = Callable[..., Exception]
 """Type of the ``rejects`` fixture."""
@@ -18,3 +23,62 @@ def unit_of(client: dtaskq.Client, ref: dtaskq.TaskRef, unit_id: str) -> dtaskq.
     task = client.get_task(ref.namespace, ref.task_id)
     assert task is not None and task.version == ref.version
     return task.units[unit_id]
+
+
+def bitmaps(r: redis.Redis, prefix: str, ref: dtaskq.TaskRef) -> dict[int, str]:
+    """The completion bitmaps of a range task in a 1-partition namespace: number k -> key."""
+    part = Partition(prefix, ref.namespace, 0)
+    done = part.task_keys(ref.task_id)[13]
+    return {int(k): part.bitmap_key(ref.task_id, int(k)) for k in sorted(r.smembers(done))}
+
+
+def completed_units(r: redis.Redis, prefix: str, ref: dtaskq.TaskRef) -> set[int]:
+    """The units of a range task whose completion bit is set."""
+    units: set[int] = set()
+    for k, key in bitmaps(r, prefix, ref).items():
+        for i, byte in enumerate(r.get(key) or b""):
+            units.update(k * 2**20 + i * 8 + b for b in range(8) if byte & (0x80 >> b))
+    return units
+
+
+class LossyConnection(redis.connection.Connection):
+    """A connection that can lose the reply to one script call: it reads the real reply from
+    the socket, then raises ConnectionError as if the network had dropped it. It counts the
+    script runs (replies other than NOSCRIPT), per script name."""
+
+    armed: ClassVar[str | None] = None  # the name of the script whose next reply is lost
+    runs: ClassVar[dict[str, int]] = {}
+    _by_key: ClassVar[dict[str, str]] = {
+        **{s.sha: s.name for s in SCRIPTS.values()},
+        **{s.source: s.name for s in SCRIPTS.values()},
+    }
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        command = str(args[0]).upper()
+        key = args[1] if command in ("EVALSHA", "EVAL") and len(args) > 1 else None
+        self._script = self._by_key.get(key) if isinstance(key, str) else None
+        super().send_command(*args, **kwargs)
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        name, self._script = getattr(self, "_script", None), None
+        try:
+            reply = super().read_response(*args, **kwargs)
+        except redis.exceptions.NoScriptError:
+            raise  # the script did not run
+        except redis.exceptions.ResponseError:
+            if name is not None:  # it ran and rejected the call
+                LossyConnection.runs[name] = LossyConnection.runs.get(name, 0) + 1
+            raise
+        if name is not None:
+            LossyConnection.runs[name] = LossyConnection.runs.get(name, 0) + 1
+            if LossyConnection.armed == name:
+                LossyConnection.armed = None
+                self.disconnect()
+                raise redis.exceptions.ConnectionError("reply lost (simulated)")
+        return reply
+
+
+def lose_next_reply(script: str) -> None:
+    """Arms LossyConnection: the next reply to ``script`` is lost after the script ran."""
+    LossyConnection.runs.pop(script, None)
+    LossyConnection.armed = script

@@ -6,17 +6,16 @@ import contextlib
 import multiprocessing
 import random
 import time
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import redis
 import redis.connection
+from support import LossyConnection, lose_next_reply
 
 import dtaskq
 from dtaskq import TaskRef, TaskStatus, UnitStatus
 from dtaskq.keys import Partition
-from dtaskq.scripts import SCRIPTS
 
 PROCESSES = 8
 UNITS = [f"u{i:03d}" for i in range(200)]
@@ -71,63 +70,6 @@ def test_processes_racing_for_units_each_win_distinct_ones(
 
 
 # --- a reply lost after the script ran ---
-
-
-class LossyConnection(redis.connection.Connection):
-    """A connection that can lose the reply to one script call: it reads the real reply from
-    the socket, then raises ConnectionError as if the network had dropped it. It counts the
-    script runs (replies other than NOSCRIPT), per script name."""
-
-    armed: ClassVar[str | None] = None  # the name of the script whose next reply is lost
-    runs: ClassVar[dict[str, int]] = {}
-    _by_key: ClassVar[dict[str, str]] = {
-        **{s.sha: s.name for s in SCRIPTS.values()},
-        **{s.source: s.name for s in SCRIPTS.values()},
-    }
-
-    def send_command(self, *args: Any, **kwargs: Any) -> None:
-        command = str(args[0]).upper()
-        key = args[1] if command in ("EVALSHA", "EVAL") and len(args) > 1 else None
-        self._script = self._by_key.get(key) if isinstance(key, str) else None
-        super().send_command(*args, **kwargs)
-
-    def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        name, self._script = getattr(self, "_script", None), None
-        try:
-            reply = super().read_response(*args, **kwargs)
-        except redis.exceptions.NoScriptError:
-            raise  # the script did not run
-        except redis.exceptions.ResponseError:
-            if name is not None:  # it ran and rejected the call
-                LossyConnection.runs[name] = LossyConnection.runs.get(name, 0) + 1
-            raise
-        if name is not None:
-            LossyConnection.runs[name] = LossyConnection.runs.get(name, 0) + 1
-            if LossyConnection.armed == name:
-                LossyConnection.armed = None
-                self.disconnect()
-                raise redis.exceptions.ConnectionError("reply lost (simulated)")
-        return reply
-
-
-@pytest.fixture
-def lossy(server_url: str, prefix: str) -> Iterator[dtaskq.Client]:
-    """A dtaskq client over LossyConnection; arm it with ``LossyConnection.armed = name``."""
-    LossyConnection.armed = None
-    LossyConnection.runs = {}
-    url = redis.connection.parse_url(server_url)
-    pool = redis.ConnectionPool(
-        connection_class=LossyConnection, host=url["host"], port=url["port"], db=url.get("db", 0)
-    )
-    client = dtaskq.Client(redis.Redis(connection_pool=pool), prefix=prefix)
-    yield client
-    client.close()
-    LossyConnection.armed = None
-
-
-def lose_next_reply(script: str) -> None:
-    LossyConnection.runs.pop(script, None)
-    LossyConnection.armed = script
 
 
 def test_completion_retried_after_a_lost_reply_completes_once(

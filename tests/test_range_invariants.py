@@ -11,6 +11,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import completed_units
 
 import dtaskq
 from dtaskq.keys import Partition
@@ -43,23 +44,13 @@ operation = st.tuples(
 _task_ids = count()
 
 
-def _bitmap_units(r: redis.Redis, done_key: str, task_id: str) -> set[int]:
-    base = done_key[: -len(task_id) - 1]
-    units: set[int] = set()
-    for k in r.smembers(done_key):
-        raw = r.get(f"{base}{k.decode()}:{task_id}") or b""
-        for i, byte in enumerate(raw):
-            units.update(int(k) * 2**20 + i * 8 + b for b in range(8) if byte & (0x80 >> b))
-    return units
-
-
 def check_storage(
     r: redis.Redis, prefix: str, ref: dtaskq.TaskRef, completer: dict[int, str]
 ) -> None:
     """Every unit in exactly one place, and the indexes in step with the records."""
     keys = Partition(prefix, ref.namespace, 0).task_keys(ref.task_id)
     task_key, units_key, _, nodes_key, leases_key = keys[:5]
-    spans_key, order_key, returned_key, kept_key, done_key = keys[9:14]
+    spans_key, order_key, returned_key, kept_key = keys[9:13]
 
     place: dict[int, str] = {}
 
@@ -83,7 +74,7 @@ def check_storage(
     records = {int(k): msgpack.unpackb(v) for k, v in r.hgetall(units_key).items()}
     for unit, record in records.items():
         put(unit, f"record {record[0]}")
-    done = _bitmap_units(r, done_key, ref.task_id)
+    done = completed_units(r, prefix, ref)
     for unit in done:
         if unit in records:
             assert records[unit][0] == COMPLETED and records[unit][4] > 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 import redis
+from support import completed_units
 
 import dtaskq
 from dtaskq import TaskRef, TaskStatus, UnitStatus
@@ -31,13 +32,6 @@ LEASE_MS = 500
 SURVIVORS = 3
 STATUS, ATTEMPT = 0, 4  # slots of a unit record (lua/include/common.lua), 0-based
 COMPLETED = 2  # the stored status value of a completed unit
-
-
-def bitmap_count(r: redis.Redis, prefix: str, ref: TaskRef) -> int:
-    """BITCOUNT summed over the completion bitmaps of a range task."""
-    done_key = Partition(prefix, ref.namespace, 0).task_keys(ref.task_id)[13]
-    base = done_key[: -len(ref.task_id) - 1]  # "...done", to which "<k>:<task id>" is added
-    return sum(int(r.bitcount(f"{base}{int(k)}:{ref.task_id}")) for k in r.smembers(done_key))
 
 
 def claim_and_complete(
@@ -119,7 +113,7 @@ def test_processes_claiming_a_range_complete_every_unit_exactly_once(
     assert task.units == {}
     task_key = Partition(prefix, namespace, 0).task_keys("race")[0]
     assert r.hget(task_key, "units_completed") == str(UNITS).encode()
-    assert bitmap_count(r, prefix, ref) == UNITS
+    assert len(completed_units(r, prefix, ref)) == UNITS
 
 
 # --- a claimer killed while it holds units ---
@@ -254,7 +248,7 @@ def test_units_of_a_killed_claimer_come_back_before_any_split(
     task = client.get_task(namespace, "crash")
     assert task is not None and task.status is TaskStatus.FINISHED
     assert task.counts[UnitStatus.COMPLETED] == CRASH_UNITS
-    assert bitmap_count(r, prefix, ref) == CRASH_UNITS
+    assert len(completed_units(r, prefix, ref)) == CRASH_UNITS
     assert r.hget(nodes_key, "k") is None
     # Only the units claimed twice keep a record: complete, under attempt 2.
     records = {int(u): msgpack.unpackb(raw) for u, raw in r.hgetall(units_key).items()}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis
-from support import Rejects, Unchanged
+from support import Rejects, Unchanged, bitmaps
 
 import dtaskq
 from dtaskq import DONE, ClaimedUnit, InvalidArgument, TaskDoesNotExist, TaskRef, UnitStatus
@@ -27,13 +27,6 @@ def task_keys(prefix: str, ref: TaskRef) -> dict[str, str]:
     names = ["task", "units", "acks", "nodes", "leases", "expiry", "conflicts", "tasks", "seq"]
     names += ["spans", "order", "returned", "kept", "done"]
     return dict(zip(names, Partition(prefix, ref.namespace, 0).task_keys(ref.task_id), strict=True))
-
-
-def bitmap_keys(r: redis.Redis, prefix: str, ref: TaskRef) -> list[str]:
-    """Names of the completion bitmaps listed in the task's ``done`` set."""
-    done = task_keys(prefix, ref)["done"]
-    base = done[: -len(ref.task_id) - 1]
-    return [f"{base}{k.decode()}:{ref.task_id}" for k in sorted(r.smembers(done))]
 
 
 def spans(r: redis.Redis, prefix: str, ref: TaskRef) -> list[str]:
@@ -299,7 +292,7 @@ def test_two_to_the_53_units(
     assert client.claim_unit(ref, "c", n - 3) == 1
     keys = task_keys(prefix, ref)
     assert r.scard(keys["done"]) == 1
-    (bitmap,) = bitmap_keys(r, prefix, ref)
+    (bitmap,) = bitmaps(r, prefix, ref).values()
     assert r.strlen(bitmap) <= 128 * 1024 and r.bitcount(bitmap) == 1
     assert int(r.hget(keys["task"], "units_completed")) == 1
     task = client.get_task(namespace, "huge")
@@ -331,7 +324,7 @@ def test_storage_keeps_records_only_for_units_that_need_them(
     client.fail_unit(ref, "A", 3, "flaky", 1, retryable=True)
 
     def check(completed: int, records: set[str], units: dict[str, UnitStatus]) -> None:
-        assert sum(r.bitcount(k) for k in bitmap_keys(r, prefix, ref)) == completed
+        assert sum(r.bitcount(k) for k in bitmaps(r, prefix, ref).values()) == completed
         assert int(r.hget(keys["task"], "units_completed")) == completed
         assert {k.decode() for k in r.hkeys(keys["units"])} == records
         task = client.get_task(namespace, "t")
@@ -365,7 +358,7 @@ def test_re_adding_a_cancelled_range_task_replaces_every_range_key(
     assert client.claim_first(old, "B") == 2**20
     client.complete_unit(old, "A", 1, 1)
     client.complete_unit(old, "B", 2**20, 1)
-    assert len(bitmap_keys(r, prefix, old)) == 2
+    assert len(bitmaps(r, prefix, old)) == 2
     client.cancel_task(old)
 
     new = client.add_task(namespace, "t", unit_count=10, workers_hint=2)
