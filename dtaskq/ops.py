@@ -259,7 +259,7 @@ def claim_range(
     validate.integer(max_units, "max_units", 1, MAX_CLAIM_BATCH)
     if last is not None:
         validate.integer(last, "last", 0, validate.MAX_INT - 1)
-    args = [node, max_units, "" if last is None else int(last)]
+    args = [node, max_units, "" if last is None else int(last), _request_id()]
     reply = yield from _on_task(router, ref, _CLAIM_RANGE, args, node=node)
     if len(reply) > 1:
         return [ClaimedUnit(u, tok) for u, tok in zip(reply[1::2], reply[2::2], strict=True)]

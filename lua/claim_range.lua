@@ -11,6 +11,9 @@
 -- KEYS[13] kept units       KEYS[14] completion bitmaps
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] max units k (1..1000)
 -- ARGV[5] last: the unit this node claimed last, in [0, N), or "" for none (claim_first)
+-- ARGV[6] request id: the same for every retry of one call; a retry after a lost reply gets
+--         the units its first try claimed instead of new ones (the task keeps each node's
+--         last answer that handed out units in its field "claim:<node>")
 -- Returns: {wait_ms, unit, token, unit, token, ...}. Without units, wait_ms 0 means that no
 --          unit is left to hand out (also once every unit is complete); wait_ms > 0 that the
 --          next unit backing off after a retryable failure is ready in that many ms.
@@ -24,7 +27,13 @@ local node = arg_id(ARGV[3], 'node id')
 local k = arg_int(ARGV[4], 'max_units', 1, 1000)
 local last = nil
 if ARGV[5] ~= '' then last = arg_int(ARGV[5], 'last', 0, 2 ^ 53 - 1) end
+local request_id = arg_id(ARGV[6], 'request id')
 local t = require_task(call_keys(), task_id, version)
+local answered = redis.call('HGET', t.keys.task, 'claim:' .. node)
+if answered then
+  answered = cmsgpack.unpack(answered)
+  if answered[1] == request_id then return answered[2] end
+end
 if t.unit_count == 0 then
   fail('INVALID_ARGUMENT', 'task ' .. task_id .. ' has named units; claim them with claim_unit')
 end
@@ -97,5 +106,10 @@ while got < k do
     hand_out(n, count)
   end
 end
-if got == 0 and soonest > 0 then reply[1] = math.max(1, soonest - now) end
+if got == 0 then
+  -- Nothing was claimed, so a retry may as well look again.
+  if soonest > 0 then reply[1] = math.max(1, soonest - now) end
+  return reply
+end
+redis.call('HSET', t.keys.task, 'claim:' .. node, cmsgpack.pack({ request_id, reply }))
 return reply

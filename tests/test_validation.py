@@ -602,25 +602,27 @@ def test_add_range_task_script_accepts_the_base_arguments(scripts: Scripts) -> N
     assert scripts.r.zrange(keys[9], 0, -1) == [b"0 3 ", b"3 6 ", b"6 8 ", b"8 10 "]
 
 
-# ARGV of claim_range: task id, version, node, max units, last ("" for none).
+# ARGV of claim_range: task id, version, node, max units, last ("" for none), request id.
 CLAIM_RANGE_CASES: dict[str, tuple[str, list[Any]]] = {
-    "max-units-0": ("span", ["span", "3", "n2", "0", ""]),
-    "max-units-1001": ("span", ["span", "3", "n2", "1001", ""]),
-    "max-units-negative": ("span", ["span", "3", "n2", "-1", ""]),
-    "max-units-1.5": ("span", ["span", "3", "n2", "1.5", ""]),
-    "max-units-abc": ("span", ["span", "3", "n2", "abc", ""]),
-    "max-units-empty": ("span", ["span", "3", "n2", "", ""]),
-    "last-negative": ("span", ["span", "3", "n2", "1", "-1"]),
-    "last-N": ("span", ["span", "3", "n2", "1", "10"]),
-    "last-2**53": ("span", ["span", "3", "n2", "1", "9007199254740992"]),
-    "last-1.5": ("span", ["span", "3", "n2", "1", "1.5"]),
-    "last-abc": ("span", ["span", "3", "n2", "1", "abc"]),
+    "max-units-0": ("span", ["span", "3", "n2", "0", "", "r1"]),
+    "max-units-1001": ("span", ["span", "3", "n2", "1001", "", "r1"]),
+    "max-units-negative": ("span", ["span", "3", "n2", "-1", "", "r1"]),
+    "max-units-1.5": ("span", ["span", "3", "n2", "1.5", "", "r1"]),
+    "max-units-abc": ("span", ["span", "3", "n2", "abc", "", "r1"]),
+    "max-units-empty": ("span", ["span", "3", "n2", "", "", "r1"]),
+    "last-negative": ("span", ["span", "3", "n2", "1", "-1", "r1"]),
+    "last-N": ("span", ["span", "3", "n2", "1", "10", "r1"]),
+    "last-2**53": ("span", ["span", "3", "n2", "1", "9007199254740992", "r1"]),
+    "last-1.5": ("span", ["span", "3", "n2", "1", "1.5", "r1"]),
+    "last-abc": ("span", ["span", "3", "n2", "1", "abc", "r1"]),
     "last-missing": ("span", ["span", "3", "n2", "1"]),
-    "node-empty": ("span", ["span", "3", "", "1", ""]),
-    "node-space": ("span", ["span", "3", "n 2", "1", ""]),
-    "version-empty": ("span", ["span", "", "n2", "1", ""]),
-    "task-id-brace": ("span", ["{span}", "3", "n2", "1", ""]),
-    "named-units": ("live", ["live", "1", "n2", "1", ""]),
+    "node-empty": ("span", ["span", "3", "", "1", "", "r1"]),
+    "node-space": ("span", ["span", "3", "n 2", "1", "", "r1"]),
+    "version-empty": ("span", ["span", "", "n2", "1", "", "r1"]),
+    "task-id-brace": ("span", ["{span}", "3", "n2", "1", "", "r1"]),
+    "named-units": ("live", ["live", "1", "n2", "1", "", "r1"]),
+    "request-id-missing": ("span", ["span", "3", "n2", "1", ""]),
+    "request-id-space": ("span", ["span", "3", "n2", "1", "", "r 1"]),
 }
 
 
@@ -636,9 +638,9 @@ def test_claim_range_script_checks_its_arguments(
 
 def test_claim_range_script_accepts_the_base_arguments(range_scripts: Scripts) -> None:
     """The malformed cases above differ from a valid call in one value only."""
-    args = ["span", "3", "n2", "2", ""]
+    args = ["span", "3", "n2", "2", "", "r1"]
     assert range_scripts.on_task("claim_range", "span", args) == [0, 5, 1, 6, 1]
-    args = ["span", "3", "n2", "2", "6"]
+    args = ["span", "3", "n2", "2", "6", "r2"]
     assert range_scripts.on_task("claim_range", "span", args) == [0, 7, 1, 8, 1]
 
 
