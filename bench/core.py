@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "redis_py": redis.__version__,
-            "hiredis": _hiredis_version(),
+            "hiredis": hiredis_version(),
             "load_average_at_start": load,
         },
         "params": {
@@ -327,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _hiredis_version() -> str | None:
+def hiredis_version() -> str | None:
     try:
         import hiredis
     except ImportError:
@@ -381,6 +381,11 @@ def table(report: dict[str, Any]) -> str:
         ),
     ):
         rows.append((measure, result, "", "", ""))
+    return markdown(rows)
+
+
+def markdown(rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` (the first one the header) as an aligned Markdown table."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
@@ -388,6 +393,23 @@ def table(report: dict[str, Any]) -> str:
     ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def publish(report: dict[str, Any], table_text: str, out: Path) -> int:
+    """Prints what ran where and the table, saves the JSON; returns the exit code."""
+    server_info = report["server"]
+    machine = report["machine"]
+    took = f", {report['duration_s']} s" if "duration_s" in report else ""
+    print()
+    print(
+        f"{server_info['kind']} {server_info['version']}, {machine['cpus']} CPUs, "
+        f"Python {machine['python']}, redis-py {machine['redis_py']}, "
+        f"hiredis {machine['hiredis']}{took}"
+    )
+    print(table_text)
+    save(report, out)
+    print(f"\nsaved to {out}")
+    return 0
 
 
 def save(report: dict[str, Any], path: Path) -> None:
@@ -445,18 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark, prints the table and saves the JSON; returns the exit code."""
     args = parse_args(argv)
     report = run(args)
-    server_info = report["server"]
-    machine = report["machine"]
-    print()
-    print(
-        f"{server_info['kind']} {server_info['version']}, {machine['cpus']} CPUs, "
-        f"Python {machine['python']}, redis-py {machine['redis_py']}, "
-        f"hiredis {machine['hiredis']}"
-    )
-    print(table(report))
-    save(report, args.out)
-    print(f"\nsaved to {args.out}")
-    return 0
+    return publish(report, table(report), args.out)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ Run from the repository root: ``python bench/spans.py [--server redis|valkey]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -37,11 +39,12 @@ import redis
 from core import (
     Meter,
     Sample,
-    _hiredis_version,
     bench_ping,
     delete_prefix,
+    hiredis_version,
+    markdown,
     median_sample,
-    save,
+    publish,
     server,
 )
 
@@ -52,6 +55,8 @@ from dtaskq.server import ENV_URL
 
 RESULTS = Path(__file__).resolve().parent / "results" / "spans.json"
 NAMESPACE = "bench"
+"""Namespaces are ``bench-<measure>``: each measure has a lease index of its own, so the units
+that the claims-only measures leave in flight weigh on no other."""
 NODE = "bench-node"
 LEASE_MS = 3_600_000
 """The lease of every bench task: none expires during a run, so no claim script pays for
@@ -78,10 +83,13 @@ TASK_KEYS = {
 """The keys of one task, by their index in ``Partition.task_keys``."""
 
 
-def add_range_task(client: dtaskq.Client, task_id: str, units: int, hint: int) -> dtaskq.TaskRef:
-    """A range task of ``units`` units whose leases outlast the run."""
+def add_range_task(
+    client: dtaskq.Client, measure: str, task_id: str, units: int, hint: int
+) -> dtaskq.TaskRef:
+    """A range task of ``units`` units whose leases outlast the run, in the namespace of
+    ``measure``."""
     return client.add_task(
-        NAMESPACE, task_id, unit_count=units, workers_hint=hint, lease_ms=LEASE_MS
+        f"{NAMESPACE}-{measure}", task_id, unit_count=units, workers_hint=hint, lease_ms=LEASE_MS
     )
 
 
@@ -143,9 +151,9 @@ def bench_claims(
     call, completing each or not: the median of ``rounds`` tasks."""
     samples = []
     calls = 0
+    measure = f"{'cycles' if complete else 'claims'}-{batch}"
     for round_ in range(rounds):
-        kind = "cycle" if complete else "claim"
-        ref = add_range_task(client, f"{kind}-{batch}-{round_}", units, HINT)
+        ref = add_range_task(client, measure, str(round_), units, HINT)
         with Meter(r) as meter:
             got, calls = claim_units(client, ref, NODE, units, batch, complete)
         samples.append(meter.result())
@@ -178,6 +186,7 @@ def process_claimer(
             wall1, cpu1 = time.perf_counter(), time.process_time()
         out.put((node, units, calls, wall0, wall1, cpu1 - cpu0))
     except BaseException as exc:
+        start.abort()  # the others, and the parent, stop waiting for this one
         out.put((node, f"{type(exc).__name__}: {exc}"))
         raise
 
@@ -203,7 +212,8 @@ def run_processes(
         child.start()
     try:
         with Meter(r) as meter:
-            start.wait(timeout=120)
+            with contextlib.suppress(threading.BrokenBarrierError):  # a child failed: see below
+                start.wait(timeout=120)
             reports = [out.get(timeout=600) for _ in children]
     finally:
         for child in children:
@@ -226,7 +236,7 @@ def run_processes(
                 "node": node,
                 "units": got,
                 "units_per_s": got / (end - begin),
-                "client_cpu_us": cpu / got * 1e6,
+                "client_cpu_us": cpu / max(got, 1) * 1e6,
             }
             for node, got, _, begin, end, cpu in sorted(reports)
         ],
@@ -246,7 +256,7 @@ def bench_processes(
     ``workers_hint`` equal to their number; the round of median throughput of ``rounds``."""
     results = []
     for round_ in range(rounds):
-        ref = add_range_task(client, f"processes-{round_}", units, processes)
+        ref = add_range_task(client, "processes", str(round_), units, processes)
         results.append(run_processes(client, url, prefix, r, ref, processes))
     results.sort(key=lambda result: result["units_per_s"])
     return {
@@ -262,27 +272,33 @@ def used_memory(r: redis.Redis) -> int:
     return int(r.info("memory")["used_memory"])
 
 
-def task_memory(r: redis.Redis, prefix: str, task_id: str) -> dict[str, int]:
+def task_keys(r: redis.Redis, prefix: str, ref: dtaskq.TaskRef) -> dict[str, str]:
+    """The names of the keys of a range task by kind (``TASK_KEYS``), then its completion
+    bitmaps as ``done<k>``."""
+    task_id = ref.task_id
+    keys = Partition(prefix, ref.namespace, partition_of(task_id, 1)).task_keys(task_id)
+    named = {name: keys[index] for name, index in TASK_KEYS.items()}
+    base = named["done"][: -len(task_id) - 1]
+    for k in sorted(int(k) for k in r.smembers(named["done"])):
+        named[f"done{k}"] = f"{base}{k}:{task_id}"
+    return named
+
+
+def task_memory(r: redis.Redis, prefix: str, ref: dtaskq.TaskRef) -> dict[str, int]:
     """``MEMORY USAGE`` (exact) of each key of a range task that exists, the completion
-    bitmaps summed under ``bitmaps``; ``bitmap_bytes`` is their total STRLEN, ``spans`` and
-    ``records`` the number of spans left and of unit records."""
-    keys = Partition(prefix, NAMESPACE, partition_of(task_id, 1)).task_keys(task_id)
-    sizes = {
-        name: int(r.memory_usage(keys[index], samples=0) or 0)
-        for name, index in TASK_KEYS.items()
-    }
-    done_key = keys[TASK_KEYS["done"]]
-    base = done_key[: -len(task_id) - 1]
-    bitmaps = [f"{base}{int(k)}:{task_id}" for k in r.smembers(done_key)]
+    bitmaps summed under ``bitmaps``; ``bitmap_bytes`` is their total STRLEN, ``span_count``
+    and ``record_count`` the number of spans left and of unit records."""
+    keys = task_keys(r, prefix, ref)
+    sizes = {name: int(r.memory_usage(key, samples=0) or 0) for name, key in keys.items()}
+    bitmaps = [name for name in keys if name not in TASK_KEYS]
     return {
-        "total": sum(sizes.values())
-        + sum(int(r.memory_usage(key, samples=0) or 0) for key in bitmaps),
-        **{name: size for name, size in sizes.items() if size},
-        "bitmaps": sum(int(r.memory_usage(key, samples=0) or 0) for key in bitmaps),
+        "total": sum(sizes.values()),
+        **{name: size for name, size in sizes.items() if size and name in TASK_KEYS},
+        "bitmaps": sum(sizes[name] for name in bitmaps),
         "bitmap_count": len(bitmaps),
-        "bitmap_bytes": sum(int(r.strlen(key)) for key in bitmaps),
-        "spans": int(r.zcard(keys[TASK_KEYS["spans"]])),
-        "records": int(r.hlen(keys[TASK_KEYS["units"]])),
+        "bitmap_bytes": sum(int(r.strlen(keys[name])) for name in bitmaps),
+        "span_count": int(r.zcard(keys["spans"])),
+        "record_count": int(r.hlen(keys["units"])),
     }
 
 
@@ -293,12 +309,11 @@ def bench_big_add(
     times: the median of each measure, and the memory it takes."""
     samples = []
     deltas = []
-    task_id = ""
+    refs = []
     for run in range(runs):
-        task_id = f"big-{hint}-{run}"
         before = used_memory(r)
         with Meter(r) as meter:
-            add_range_task(client, task_id, BIG_UNITS, hint)
+            refs.append(add_range_task(client, "big", f"{hint}-{run}", BIG_UNITS, hint))
         deltas.append(used_memory(r) - before)
         samples.append(meter.result())
     return {
@@ -307,7 +322,7 @@ def bench_big_add(
         "runs": runs,
         "median": asdict(median_sample(samples)),
         "used_memory_delta": statistics.median(deltas),
-        "keys": task_memory(r, prefix, task_id),
+        "keys": task_memory(r, prefix, refs[-1]),
     }
 
 
@@ -336,9 +351,8 @@ def bench_completed(
 ) -> dict[str, Any]:
     """(e) Claims every unit of a fresh ``units``-unit task ``COMPLETE_BATCH`` at a time and
     completes each (pipelined); the memory the task holds half-way and at the end."""
-    task_id = "completed"
     before = used_memory(r)
-    ref = add_range_task(client, task_id, units, HINT)
+    ref = add_range_task(client, "completed", str(units), units, HINT)
     added = used_memory(r) - before
     peak = added
     half: dict[str, Any] = {}
@@ -358,10 +372,16 @@ def bench_completed(
             peak = max(peak, delta)
             if not half and done >= units // 2:
                 half = {"completed": done, "used_memory_delta": delta}
-                half["keys"] = task_memory(r, prefix, task_id)
+                half["keys"] = task_memory(r, prefix, ref)
     end = used_memory(r) - before
-    task = client.get_task(NAMESPACE, task_id)
+    task = client.get_task(ref.namespace, ref.task_id)
     assert task is not None and task.status == dtaskq.TaskStatus.FINISHED, task
+    memory = task_memory(r, prefix, ref)
+    # What the task itself holds, as used_memory sees it; the rest of the delta is server
+    # state that no key holds (it stays when every key is deleted).
+    ending = used_memory(r)
+    r.delete(*task_keys(r, prefix, ref).values())
+    freed = ending - used_memory(r)
     return {
         "units": units,
         "workers_hint": HINT,
@@ -375,14 +395,16 @@ def bench_completed(
             "status": task.status.value,
             "used_memory_delta": end,
             "per_completed_unit": end / done,
-            "keys": task_memory(r, prefix, task_id),
+            "keys": memory,
+            "freed_by_deleting_its_keys": freed,
         },
     }
 
 
 def warm_up(client: dtaskq.Client) -> None:
     """Loads every script used and registers the namespace, so no measurement pays for it."""
-    ref = add_range_task(client, "warm-up", 2 * COMPLETE_BATCH, HINT)
+    ref = add_range_task(client, "warm-up", "warm-up", 2 * COMPLETE_BATCH, HINT)
+    client.get_task(ref.namespace, ref.task_id)
     claim_units(client, ref, NODE, 200, 1, True)
     claim_units(client, ref, NODE, 200, BATCH, True)
     claimed = client.claim(ref, NODE, max_units=COMPLETE_BATCH)
@@ -402,14 +424,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"server: {described['kind']} {described['version']} at {url}", flush=True)
             warm_up(client)
             results: dict[str, Any] = {"claims": []}
-            for batch, count in ((1, args.claims), (BATCH, args.batch_claims)):
-                for complete in (False, True):
-                    call = "claim_next" if batch == 1 else f"claim(max_units={batch})"
-                    label = "claim + complete" if complete else "claims"
-                    print(f"{call}: {count} units, {label} x {args.rounds} ...", flush=True)
-                    results["claims"].append(
-                        bench_claims(client, r, count, batch, complete, args.rounds)
-                    )
+            for batch, complete, count in (
+                (1, False, args.claims),
+                (1, True, args.claims),
+                (BATCH, False, args.batch_claims),
+                (BATCH, True, args.claims),
+            ):
+                call = "claim_next" if batch == 1 else f"claim(max_units={batch})"
+                label = "claim + complete" if complete else "claims"
+                print(f"{call}: {count} units, {label} x {args.rounds} ...", flush=True)
+                results["claims"].append(
+                    bench_claims(client, r, count, batch, complete, args.rounds)
+                )
             print(
                 f"{args.processes} processes: {args.process_units} units x {args.rounds} ...",
                 flush=True,
@@ -436,7 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "redis_py": redis.__version__,
-            "hiredis": _hiredis_version(),
+            "hiredis": hiredis_version(),
             "load_average_at_start": load,
         },
         "params": {
@@ -469,7 +495,8 @@ def table(report: dict[str, Any]) -> str:
     for c in res["claims"]:
         call = "claim_next" if c["batch"] == 1 else f"claim(max_units={c['batch']})"
         what = "+ complete_unit per unit" if c["complete"] else "claims only"
-        per_call = f"; {c['script_us_per_call']:,.0f} µs/call" if c["batch"] > 1 else ""
+        batched = c["batch"] > 1 and not c["complete"]
+        per_call = f"; {c['script_us_per_call']:,.0f} µs/call" if batched else ""
         rows.append(
             (
                 f"{call}, {what} ({c['units']:,} units, median of {c['rounds']})",
@@ -546,12 +573,22 @@ def table(report: dict[str, Any]) -> str:
             (
                 f"  its keys ({label}): MEMORY USAGE; bitmaps (STRLEN); spans left; records",
                 f"{k['total']:,} B; {k['bitmap_count']} ({k['bitmap_bytes']:,} B); "
-                f"{k['spans']}; {k['records']}",
+                f"{k['span_count']}; {k['record_count']}",
                 "",
                 "",
                 "",
             )
         )
+    freed = done["end"]["freed_by_deleting_its_keys"]
+    rows.append(
+        (
+            "  used_memory freed by deleting the task's keys at the end; per completed unit",
+            f"{freed:,} B; {freed / done['end']['completed']:.3f} B",
+            "",
+            "",
+            "",
+        )
+    )
     rows.append(
         (
             "  peak used_memory delta while completing",
@@ -571,13 +608,7 @@ def table(report: dict[str, Any]) -> str:
             "",
         )
     )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in rows
-    ]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown(rows)
 
 
 def positive(text: str) -> int:
@@ -597,17 +628,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="embedded server binary (default: the first found, redis before valkey)",
     )
     p.add_argument(
-        "--claims", type=positive, default=5_000, help="units per claim_next test (default 5000)"
+        "--claims",
+        type=positive,
+        default=5_000,
+        help="units per claim_next test and per claim + complete test (default 5000)",
     )
     p.add_argument(
         "--batch-claims",
         type=positive,
-        default=50_000,
-        help=f"units per claim(max_units={BATCH}) test (default 50000)",
+        default=100_000,
+        help=f"units per claim(max_units={BATCH}) test without completes (default 100000)",
     )
-    p.add_argument(
-        "--processes", type=positive, default=4, help="claimer processes (default 4)"
-    )
+    p.add_argument("--processes", type=positive, default=4, help="claimer processes (default 4)")
     p.add_argument(
         "--process-units",
         type=positive,
@@ -637,18 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark, prints the table and saves the JSON; returns the exit code."""
     args = parse_args(argv)
     report = run(args)
-    server_info = report["server"]
-    machine = report["machine"]
-    print()
-    print(
-        f"{server_info['kind']} {server_info['version']}, {machine['cpus']} CPUs, "
-        f"Python {machine['python']}, redis-py {machine['redis_py']}, "
-        f"hiredis {machine['hiredis']}, {report['duration_s']} s"
-    )
-    print(table(report))
-    save(report, args.out)
-    print(f"\nsaved to {args.out}")
-    return 0
+    return publish(report, table(report), args.out)
 
 
 if __name__ == "__main__":
