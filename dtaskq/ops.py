@@ -262,7 +262,8 @@ def claim_range(
     args = [node, max_units, "" if last is None else int(last), _request_id()]
     reply = yield from _on_task(router, ref, _CLAIM_RANGE, args, node=node)
     if len(reply) > 1:
-        return [ClaimedUnit(u, tok) for u, tok in zip(reply[1::2], reply[2::2], strict=True)]
+        runs = zip(reply[1::3], reply[2::3], reply[3::3], strict=True)
+        return [ClaimedUnit(first + i, token) for first, count, token in runs for i in range(count)]
     if reply[0]:
         error = UnitNotReady(
             f"every unit left is backing off; the first is ready in {reply[0]} ms",

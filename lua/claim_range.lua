@@ -14,9 +14,10 @@
 -- ARGV[6] request id: the same for every retry of one call; a retry after a lost reply gets
 --         the units its first try claimed instead of new ones (the task keeps each node's
 --         last answer that handed out units in its field "claim:<node>")
--- Returns: {wait_ms, unit, token, unit, token, ...}. Without units, wait_ms 0 means that no
---          unit is left to hand out (also once every unit is complete); wait_ms > 0 that the
---          next unit backing off after a retryable failure is ready in that many ms.
+-- Returns: {wait_ms, first, count, token, first, count, token, ...}: runs of units claimed
+--          under one token, in claim order. Without runs, wait_ms 0 means that no unit is left
+--          to hand out (also once every unit is complete); wait_ms > 0 that the next unit
+--          backing off after a retryable failure is ready in that many ms.
 -- Errors: DTQ_INVALID_ARGUMENT (also for a task of named units), DTQ_TASK_DOES_NOT_EXIST,
 --         DTQ_TASK_NOT_RUNNING (the task failed or was cancelled)
 -- @include common
@@ -50,6 +51,17 @@ end_expired_leases(t.keys.leases, now, 8)
 local reply = { 0 }
 local got = 0
 
+local function answer(n, count, token)
+  local at = #reply
+  if at > 1 and reply[at] == token and reply[at - 2] + reply[at - 1] == n then
+    reply[at - 1] = reply[at - 1] + count
+  else
+    reply[at + 1], reply[at + 2], reply[at + 3] = n, count, token
+  end
+  got = got + count
+  last = n + count - 1
+end
+
 -- Units [n, n + count) leave a span: each gets its first claim. Written in batches rather
 -- than through save_unit, since this is the path almost every unit takes.
 local function hand_out(n, count)
@@ -62,14 +74,11 @@ local function hand_out(n, count)
     records[#records + 1] = record
     leases[#leases + 1] = deadline
     leases[#leases + 1] = t.id .. '\n' .. unit_id
-    reply[#reply + 1] = i
-    reply[#reply + 1] = 1
   end
   redis.call('HSET', t.keys.units, unpack(records))
   redis.call('ZADD', t.keys.leases, unpack(leases))
   redis.call('HINCRBY', t.keys.nodes, node, count)
-  got = got + count
-  last = n + count - 1
+  answer(n, count, 1)
 end
 
 local function claim_waiting(unit_id)
@@ -78,10 +87,7 @@ local function claim_waiting(unit_id)
   claimed[U_LEASE] = now + t.lease_ms
   claimed[U_UPDATED] = now
   save_unit(t, unit_id, stored, claimed, now)
-  reply[#reply + 1] = tonumber(unit_id)
-  reply[#reply + 1] = claimed[U_ATTEMPT]
-  got = got + 1
-  last = tonumber(unit_id)
+  answer(tonumber(unit_id), 1, claimed[U_ATTEMPT])
 end
 
 local soonest = 0

@@ -456,3 +456,16 @@ def test_claim_retried_after_a_lost_reply_gets_the_same_units(
         assert (unit.status, unit.node, unit.attempt) == (UnitStatus.IN_PROGRESS, "n1", 1)
     assert [int(u) for u in lossy.claim(ref, "n1", max_units=2, last=1)] == [2, 3]
     assert_partitioned(client, r, prefix, ref)
+
+
+def test_a_batch_takes_returned_units_then_the_span_after_them(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    """A batch hands out the expired units first, each under its new token, then continues
+    into the span their holder had been continuing."""
+    ref = client.add_task(namespace, "mix", unit_count=10, workers_hint=2, lease_ms=50)
+    assert [int(u) for u in client.claim(ref, "n1", max_units=2)] == [0, 1]
+    time.sleep(0.08)
+    got = client.claim(ref, "n2", max_units=5)
+    assert got is not DONE
+    assert [(int(u), u.token) for u in got] == [(0, 2), (1, 2), (2, 1), (3, 1), (4, 1)]
