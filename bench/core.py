@@ -307,14 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r.close()
     return {
         "server": described,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "redis_py": redis.__version__,
-            "hiredis": hiredis_version(),
-            "load_average_at_start": load,
-        },
+        "machine": machine(load),
         "params": {
             "units": args.units,
             "repeat": args.repeat,
@@ -324,6 +317,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": results,
+    }
+
+
+def machine(load: Any) -> dict[str, Any]:
+    """What a report says of the client machine; ``load`` is the load average at the start."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "redis_py": redis.__version__,
+        "hiredis": hiredis_version(),
+        "load_average_at_start": load,
     }
 
 

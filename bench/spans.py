@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -41,7 +40,7 @@ from core import (
     Sample,
     bench_ping,
     delete_prefix,
-    hiredis_version,
+    machine,
     markdown,
     median_sample,
     publish,
@@ -457,14 +456,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r.close()
     return {
         "server": described,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "redis_py": redis.__version__,
-            "hiredis": hiredis_version(),
-            "load_average_at_start": load,
-        },
+        "machine": machine(load),
         "params": {
             "claims": args.claims,
             "batch_claims": args.batch_claims,
