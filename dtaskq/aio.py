@@ -110,13 +110,11 @@ class AsyncClient:
 
     async def claim_first(self, ref: TaskRef, node: str) -> ClaimedUnit | Done:
         """See :meth:`dtaskq.Client.claim_first`."""
-        claimed = await self.claim(ref, node)
-        return claimed if isinstance(claimed, Done) else claimed[0]
+        return await self._drive(ops.claim_one(self._core.router, ref, node, None))
 
     async def claim_next(self, ref: TaskRef, node: str, last: int) -> ClaimedUnit | Done:
         """See :meth:`dtaskq.Client.claim_next`."""
-        claimed = await self.claim(ref, node, last=last)
-        return claimed if isinstance(claimed, Done) else claimed[0]
+        return await self._drive(ops.claim_one(self._core.router, ref, node, last))
 
     async def claim(
         self, ref: TaskRef, node: str, max_units: int = 1, last: int | None = None

@@ -141,13 +141,11 @@ class Client:
         Raises ``UnitNotReady`` when the only units left back off after a retryable failure,
         ``TaskNotRunning`` once the task failed or was cancelled.
         """
-        claimed = self.claim(ref, node)
-        return claimed if isinstance(claimed, Done) else claimed[0]
+        return self._drive(ops.claim_one(self._core.router, ref, node, None))
 
     def claim_next(self, ref: TaskRef, node: str, last: int) -> ClaimedUnit | Done:
         """Claims ``last + 1`` for ``node`` while it is unclaimed, else as :meth:`claim_first`."""
-        claimed = self.claim(ref, node, last=last)
-        return claimed if isinstance(claimed, Done) else claimed[0]
+        return self._drive(ops.claim_one(self._core.router, ref, node, last))
 
     def claim(
         self, ref: TaskRef, node: str, max_units: int = 1, last: int | None = None

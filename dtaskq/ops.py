@@ -139,15 +139,12 @@ def add_task(
     validate.payload(payload, max_payload_bytes)
     if (units is None) == (unit_count is None):
         raise InvalidArgument("add_task needs either units or unit_count")
+    validate.integer(workers_hint, "workers_hint", -validate.MAX_INT, MAX_WORKERS_HINT)
     unit_args: list[Any]
     if unit_count is None:
         unit_args = [field for pair in validate.units(units) for field in pair]
-        validate.integer(workers_hint, "workers_hint", -validate.MAX_INT, MAX_WORKERS_HINT)
     else:
-        unit_args = [
-            validate.integer(unit_count, "unit_count", 1),
-            validate.integer(workers_hint, "workers_hint", -validate.MAX_INT, MAX_WORKERS_HINT),
-        ]
+        unit_args = [validate.integer(unit_count, "unit_count", 1), workers_hint]
     ack_barrier = validate.flag(options.get("ack_barrier", False), "ack_barrier")
     prepare_barrier = validate.flag(options.get("prepare_barrier", False), "prepare_barrier")
     ckeys = validate.conflict_keys(options.get("conflict_keys", ()))
@@ -274,6 +271,14 @@ def claim_range(
     return DONE
 
 
+def claim_one(
+    router: Router, ref: TaskRef, node: str, last: int | None
+) -> Steps[ClaimedUnit | Done]:
+    """``claim_first`` (``last`` None) or ``claim_next``: one unit of :func:`claim_range`."""
+    claimed = yield from claim_range(router, ref, node, 1, last)
+    return claimed if isinstance(claimed, Done) else claimed[0]
+
+
 def update_progress(
     router: Router, ref: TaskRef, node: str, unit: str | int, progress: float, token: int | None
 ) -> Steps[int | None]:
@@ -331,11 +336,12 @@ def heartbeat(
     if isinstance(claims, (str, bytes)) or not isinstance(claims, Sequence):
         # Not any iterable: the claims are read twice; an iterator would be empty the 2nd time.
         raise InvalidArgument("claims must be a list of (TaskRef, unit id, token) tuples")
+    unit_ids: list[str] = []
     for claim in claims:
         if not isinstance(claim, tuple) or len(claim) != 3:
             raise InvalidArgument("claims are (TaskRef, unit id, token) tuples")
         validate.ref(claim[0])
-        validate.unit_id(claim[1])
+        unit_ids.append(validate.unit_id(claim[1]))
         validate.integer(claim[2], "token", 0)
     by_partition: dict[keys.Partition, list[int]] = {}
     for i, (ref, _, _) in enumerate(claims):
@@ -346,8 +352,8 @@ def heartbeat(
     for part, indexes in by_partition.items():
         args: list[Any] = [node]
         for i in indexes:
-            ref, unit, token = claims[i]
-            args += (ref.task_id, str(ref.version), validate.unit_id(unit), token)
+            ref, _, token = claims[i]
+            args += (ref.task_id, str(ref.version), unit_ids[i], token)
         replies = yield Call(_HEARTBEAT, part.heartbeat_keys(), args, {"node": node})
         for i, reply in zip(indexes, replies, strict=True):
             answers[i] = _CLAIM_STATUSES[int(reply)]

@@ -1,9 +1,8 @@
 """The script registry, built from the files in ``lua/``: one atomic operation per file.
 
 A line ``-- @include NAME`` splices ``lua/include/NAME.lua`` in its place (includes may
-include others). The number of
-KEYS a script takes is read from its header (its highest ``KEYS[i]``) and checked on
-every call, so the Python side cannot drift from the files.
+include others). The number of KEYS a script takes is read from its header (its highest
+``KEYS[i]``) and checked on every call, so the Python side cannot drift from the files.
 """
 
 from __future__ import annotations
