@@ -83,11 +83,8 @@ end
 
 local function claim_waiting(unit_id)
   local stored = cmsgpack.unpack(redis.call('HGET', t.keys.units, unit_id))
-  local claimed = copy(check_claim(t, unit_id, stored, node, nil, now))
-  claimed[U_LEASE] = now + t.lease_ms
-  claimed[U_UPDATED] = now
-  save_unit(t, unit_id, stored, claimed, now)
-  answer(tonumber(unit_id), 1, claimed[U_ATTEMPT])
+  local token = hold(t, unit_id, stored, copy(check_claim(t, unit_id, stored, node, nil, now)), now)
+  answer(tonumber(unit_id), 1, token)
 end
 
 local soonest = 0

@@ -15,8 +15,4 @@ local task_id, version, unit_id, node = unit_call_args()
 local t = require_task(call_keys(), task_id, version)
 local now = now_ms()
 local stored = require_unit(t, unit_id)
-local claimed = claim_for_report(t, unit_id, stored, node, nil, now)
-claimed[U_LEASE] = now + t.lease_ms
-claimed[U_UPDATED] = now
-save_unit(t, unit_id, stored, claimed, now)
-return claimed[U_ATTEMPT]
+return hold(t, unit_id, stored, claim_for_report(t, unit_id, stored, node, nil, now), now)

@@ -178,6 +178,15 @@ local function save_unit(t, unit_id, old, new, now)
   end
 end
 
+-- Saves `claimed`, unit `unit_id` as a claim has just taken it, with a fresh lease; returns
+-- its token.
+local function hold(t, unit_id, stored, claimed, now)
+  claimed[U_LEASE] = now + t.lease_ms
+  claimed[U_UPDATED] = now
+  save_unit(t, unit_id, stored, claimed, now)
+  return claimed[U_ATTEMPT]
+end
+
 -- Ends up to `limit` expired leases of a partition (rule 25) and drops index entries of units
 -- that are no longer in flight. Returns how many entries it looked at and how many it ended.
 local function end_expired_leases(leases_key, now, limit)
