@@ -436,14 +436,30 @@ def unit_count(text: str) -> int:
     return value
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line of the benchmark."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def new_parser(doc: str, results: Path) -> argparse.ArgumentParser:
+    """A benchmark's command line with the options every benchmark has: ``--server`` and
+    ``--out`` (default ``results``)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument(
         "--server",
         choices=["redis", "valkey"],
         help="embedded server binary (default: the first found, redis before valkey)",
     )
+    p.add_argument("--out", type=Path, default=results, help=f"JSON file (default {results})")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parses ``argv`` with a parser of :func:`new_parser`."""
+    args = p.parse_args(argv)
+    if args.server and os.environ.get(ENV_URL):
+        p.error(f"--server picks an embedded server; unset {ENV_URL} to use it")
+    return args
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line of the benchmark."""
+    p = new_parser(__doc__, RESULTS)
     p.add_argument(
         "--units",
         type=unit_count,
@@ -459,10 +475,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=3, help="runs of each cycle test; median (default 3)"
     )
     p.add_argument("--concurrency", type=int, default=8, help="asyncio claimers (default 8)")
-    p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
-    args = p.parse_args(argv)
-    if args.server and os.environ.get(ENV_URL):
-        p.error(f"--server picks an embedded server; unset {ENV_URL} to use it")
+    args = parse(p, argv)
     if min(args.repeat, args.rounds, args.concurrency) < 1:
         p.error("--repeat, --rounds and --concurrency must be at least 1")
     return args

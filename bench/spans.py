@@ -43,6 +43,8 @@ from core import (
     machine,
     markdown,
     median_sample,
+    new_parser,
+    parse,
     publish,
     server,
 )
@@ -50,7 +52,6 @@ from core import (
 import dtaskq
 from dtaskq import ops
 from dtaskq.keys import Partition, partition_of
-from dtaskq.server import ENV_URL
 
 RESULTS = Path(__file__).resolve().parent / "results" / "spans.json"
 NAMESPACE = "bench"
@@ -613,12 +614,7 @@ def positive(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line of the benchmark."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--server",
-        choices=["redis", "valkey"],
-        help="embedded server binary (default: the first found, redis before valkey)",
-    )
+    p = new_parser(__doc__, RESULTS)
     p.add_argument(
         "--claims",
         type=positive,
@@ -650,11 +646,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--rounds", type=positive, default=3, help="runs of each claim test; median (default 3)"
     )
-    p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
-    args = p.parse_args(argv)
-    if args.server and os.environ.get(ENV_URL):
-        p.error(f"--server picks an embedded server; unset {ENV_URL} to use it")
-    return args
+    return parse(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
