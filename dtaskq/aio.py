@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 
 from . import ops
 from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
+from .keys import Partition
 from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
@@ -156,6 +157,12 @@ class AsyncClient:
         """See :meth:`dtaskq.Client.heartbeat`."""
         return await self._drive(ops.heartbeat(self._core.router, node, claims))
 
+    async def release(
+        self, node: str, claims: Sequence[tuple[TaskRef, str | int, int]]
+    ) -> list[bool]:
+        """See :meth:`dtaskq.Client.release`."""
+        return await self._drive(ops.release(self._core.router, node, claims))
+
     async def record_prepare_ack(
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""
     ) -> bool:
@@ -189,3 +196,7 @@ class AsyncClient:
     ) -> ops.SweepResult:
         """See :meth:`dtaskq.Client.sweep`."""
         return await self._drive(ops.sweep(self._core.router, namespace, partition, limit))
+
+    async def partitions(self, namespace: str) -> list[Partition]:
+        """See :meth:`dtaskq.Client.partitions`."""
+        return await self._drive(ops.partitions(self._core.router, namespace))

@@ -12,6 +12,7 @@ from redis.retry import Retry
 
 from . import ops
 from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
+from .keys import Partition
 from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
 
@@ -198,6 +199,19 @@ class Client:
         answers per claim, in order: HELD, LOST or NOT_RUNNING."""
         return self._drive(ops.heartbeat(self._core.router, node, claims))
 
+    def release(self, node: str, claims: Sequence[tuple[TaskRef, str | int, int]]) -> list[bool]:
+        """Gives ``node``'s ``(ref, unit, token)`` claims back at once, one call per partition,
+        so that other nodes need not wait for their leases (a worker shutting down).
+
+        Each lease still held ends as an expiry would (rule 25): a ``"reassign"`` unit goes
+        back to PENDING for any node to claim under the next token, a ``"sticky"`` one waits
+        for ``node``; a range unit is handed out again first, and the span its holder was
+        continuing becomes fresh. Answers per claim, in order: True when released, False when
+        it was not held (lost, expired, terminal, task not running, unknown). Idempotent: when a
+        reply is lost, the retry finds the claims already released and answers False for them.
+        """
+        return self._drive(ops.release(self._core.router, node, claims))
+
     def record_prepare_ack(
         self, ref: TaskRef, node: str, success: bool = True, error: str = ""
     ) -> bool:
@@ -231,3 +245,8 @@ class Client:
         """One bounded sweep of a partition: ends expired leases and deletes terminal tasks
         past their TTL, at most ``limit`` items. Idempotent."""
         return self._drive(ops.sweep(self._core.router, namespace, partition, limit))
+
+    def partitions(self, namespace: str) -> list[Partition]:
+        """The partitions of ``namespace`` (their keys, say the event streams); an empty list
+        before its first task fixes the partition count."""
+        return self._drive(ops.partitions(self._core.router, namespace))

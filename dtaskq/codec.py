@@ -71,6 +71,7 @@ def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task 
         phase, _, node = _text(key).partition(":")
         success, error, acked_at, _request_id = unpack(value)
         acks[phase][node] = Ack(bool(success), error, at(acked_at))
+    nodes = {_text(k): int(v) for k, v in _pairs(reply[3])}
     counts = dict.fromkeys(UnitStatus, 0)
     for unit in units.values():
         counts[unit.status] += 1
@@ -95,6 +96,7 @@ def decode_task(namespace: str, task_id: str, reply: list[list[bytes]]) -> Task 
         units=units,
         prepare_acks=acks["prepare"],
         post_acks=acks["post"],
+        nodes=nodes,
         counts=counts,
         lease_ms=int(fields["lease_ms"]),
         on_lease_expiry=_text(fields["on_lease_expiry"]),

@@ -23,9 +23,12 @@ Redis Cluster. A task of id ``t`` lives in partition ``crc32(t) mod P`` under::
 
 and the partition's shared keys are ``leases`` (zset "<task>\\n<unit>" -> lease deadline),
 ``expiry`` (zset task -> deletion time), ``conflicts`` (hash key -> holding task), ``tasks``
-(zset of task ids) and ``seq`` (version counter). The kind of key comes before the task id,
-so no task id can name another task's key. Scripts that find tasks at run time (heartbeat,
-sweep) rebuild these names from the ``leases`` key, in ``lua/include/common.lua``.
+(zset of task ids), ``seq`` (version counter), ``events`` (stream of what the scripts
+changed, capped near 1 000 entries; see ``lua/include/common.lua``) and ``sweeping`` (string,
+the sweep lock a worker takes with SET NX PX; no script reads it). The kind of key comes
+before the task id, so no task id can name another task's key. Scripts that find tasks at run
+time (heartbeat, release, sweep) rebuild these names from the ``leases`` key, in
+``lua/include/common.lua``.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class Partition:
             f"{b}returned:{task_id}",
             f"{b}kept:{task_id}",
             f"{b}done:{task_id}",
+            f"{b}events",
         ]
 
     def bitmap_key(self, task_id: str, k: int) -> str:
@@ -92,10 +96,24 @@ class Partition:
         """KEYS of ``heartbeat.lua``."""
         return [f"{self.base}leases"]
 
+    def release_keys(self) -> list[str]:
+        """KEYS of ``release.lua``."""
+        return [f"{self.base}leases", self.events_key()]
+
     def sweep_keys(self) -> list[str]:
         """KEYS of ``sweep.lua``."""
         b = self.base
-        return [f"{b}leases", f"{b}expiry", f"{b}tasks"]
+        return [f"{b}leases", f"{b}expiry", f"{b}tasks", self.events_key()]
+
+    def events_key(self) -> str:
+        """The partition's event stream (capped near 1 000 entries), which the scripts write
+        and schedulers read."""
+        return f"{self.base}events"
+
+    def sweep_lock_key(self) -> str:
+        """The short-lived lock a worker takes (SET NX PX) before sweeping this partition, so
+        that workers do not sweep it at once; no script uses it."""
+        return f"{self.base}sweeping"
 
     def list_keys(self) -> list[str]:
         """KEYS of ``list_tasks.lua``."""

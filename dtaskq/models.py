@@ -147,6 +147,9 @@ class Task:
     claimed again after a lease expiry or a retryable failure; ``counts`` has the totals."""
     prepare_acks: dict[str, Ack] = field(default_factory=dict)
     post_acks: dict[str, Ack] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
+    """Node -> number of units it owns (claimed, completed or failed, or kept for it): the
+    nodes whose acks a barrier waits for (rule 16)."""
     counts: dict[UnitStatus, int] = field(default_factory=dict)
     lease_ms: int = 30_000
     on_lease_expiry: str = "reassign"

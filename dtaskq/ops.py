@@ -32,6 +32,7 @@ _PROGRESS = script("update_progress")
 _COMPLETE = script("complete_unit")
 _FAIL = script("fail_unit")
 _HEARTBEAT = script("heartbeat")
+_RELEASE = script("release")
 _ACK = script("record_ack")
 _FINALIZE = script("finalize_task")
 _CANCEL = script("cancel_task")
@@ -328,10 +329,20 @@ def fail_unit(
     return bool(answer)
 
 
-def heartbeat(
-    router: Router, node: str, claims: Sequence[tuple[TaskRef, str | int, int]]
-) -> Steps[list[ClaimStatus]]:
-    """Renews the leases of ``claims`` (one call per partition); answers per claim, in order."""
+Claims = Sequence[tuple[TaskRef, str | int, int]]
+"""A node's claims as ``(TaskRef, unit id, token)`` tuples (``heartbeat``, ``release``)."""
+
+
+def _per_partition(
+    router: Router,
+    node: str,
+    claims: Claims,
+    call_script: Script,
+    keys_of: Callable[[keys.Partition], list[str]],
+) -> Steps[list[Any | None]]:
+    """Validates ``node`` and ``claims``, then makes one ``call_script`` call per partition
+    holding a claim, with ARGV node, then (task id, version, unit id, token) per claim. Returns
+    each claim's reply in order; None for a claim on a namespace that never had a task."""
     validate.ident(node, "node id")
     if isinstance(claims, (str, bytes)) or not isinstance(claims, Sequence):
         # Not any iterable: the claims are read twice; an iterator would be empty the 2nd time.
@@ -348,16 +359,34 @@ def heartbeat(
         part = yield from router.partition(ref.namespace, ref.task_id)
         if part is not None:
             by_partition.setdefault(part, []).append(i)
-    answers = [ClaimStatus.NOT_RUNNING] * len(claims)
+    answers: list[Any | None] = [None] * len(claims)
     for part, indexes in by_partition.items():
         args: list[Any] = [node]
         for i in indexes:
             ref, _, token = claims[i]
             args += (ref.task_id, str(ref.version), unit_ids[i], token)
-        replies = yield Call(_HEARTBEAT, part.heartbeat_keys(), args, {"node": node})
+        replies = yield Call(call_script, keys_of(part), args, {"node": node})
         for i, reply in zip(indexes, replies, strict=True):
-            answers[i] = _CLAIM_STATUSES[int(reply)]
+            answers[i] = reply
     return answers
+
+
+def heartbeat(router: Router, node: str, claims: Claims) -> Steps[list[ClaimStatus]]:
+    """Renews the leases of ``claims`` (one call per partition); answers per claim, in order."""
+    replies = yield from _per_partition(
+        router, node, claims, _HEARTBEAT, keys.Partition.heartbeat_keys
+    )
+    return [
+        ClaimStatus.NOT_RUNNING if reply is None else _CLAIM_STATUSES[int(reply)]
+        for reply in replies
+    ]
+
+
+def release(router: Router, node: str, claims: Claims) -> Steps[list[bool]]:
+    """Gives ``claims`` back at once (one call per partition), each lease ending as if it had
+    expired (rule 25); answers per claim, in order, True when it was held and is released."""
+    replies = yield from _per_partition(router, node, claims, _RELEASE, keys.Partition.release_keys)
+    return [reply is not None and bool(reply) for reply in replies]
 
 
 def record_ack(
@@ -408,3 +437,10 @@ def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[S
         _SWEEP, part.sweep_keys(), [limit], {"namespace": namespace}
     )
     return SweepResult(int(reclaimed), int(deleted), bool(more))
+
+
+def partitions(router: Router, namespace: str) -> Steps[list[keys.Partition]]:
+    """The partitions of a namespace; none before its first task."""
+    validate.namespace(namespace)
+    count = yield from router.partition_count(namespace)
+    return [keys.Partition(router.prefix, namespace, p) for p in range(count)]

@@ -5,10 +5,11 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1 .. 10+C] as add_task: task id, payload, lease_ms, on_lease_expiry, max_attempts,
 --         retry_backoff_ms, completed_ttl_ms, barrier, request id, C, conflict keys
 -- ARGV[11+C] unit count N (1 .. 2^53)   ARGV[12+C] workers hint W (<= 100000; <= 0 means 1)
+-- Events: added
 -- Returns: the new version (integer)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_EXISTS, DTQ_TASK_CONFLICT
 -- @include common
@@ -35,4 +36,5 @@ for i = 0, regions - 1 do
   add_span(t, start, start + len, '')
   start = start + len
 end
+emit(keys, 'added', o.task_id, version)
 return version

@@ -3,7 +3,7 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1] task id       ARGV[2] payload (bytes)      ARGV[3] lease_ms (>= 1)
 -- ARGV[4] on_lease_expiry ("reassign" | "sticky")   ARGV[5] max_attempts (>= 1)
 -- ARGV[6] retry_backoff_ms (>= 0)   ARGV[7] completed_ttl_ms (>= 0)
@@ -12,6 +12,9 @@
 --         gets the version it created instead of DTQ_TASK_EXISTS
 -- ARGV[10] number of conflict keys C
 -- ARGV[11 .. 10+C] conflict keys, then pairs (unit id, group), at least one pair
+-- Writes the task hash field "group:<name>" per group (the group "" included): the number of
+-- its units not yet complete, so complete_unit can tell when a group is done.
+-- Events: added
 -- Returns: the new version (integer)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_EXISTS, DTQ_TASK_CONFLICT
 -- @include common
@@ -37,10 +40,15 @@ if retried then return retried end
 -- All checks passed; from here on the script writes.
 local version, now = create_task(keys, o, n_args / 2, 0)
 local fresh = {}
+local group_sizes = {}
 local batch = {}
 for i = first_unit, #ARGV, 2 do
   local group = ARGV[i + 1]
-  if not fresh[group] then fresh[group] = cmsgpack.pack({ PENDING, group, '', 0, 0, now, 0, '', 0, 0 }) end
+  if not fresh[group] then
+    fresh[group] = cmsgpack.pack({ PENDING, group, '', 0, 0, now, 0, '', 0, 0 })
+    group_sizes[group] = 0
+  end
+  group_sizes[group] = group_sizes[group] + 1
   batch[#batch + 1] = ARGV[i]
   batch[#batch + 1] = fresh[group]
   if #batch == 1000 then
@@ -49,4 +57,15 @@ for i = first_unit, #ARGV, 2 do
   end
 end
 if #batch > 0 then redis.call('HSET', keys.units, unpack(batch)) end
+batch = {}
+for group, size in pairs(group_sizes) do
+  batch[#batch + 1] = 'group:' .. group
+  batch[#batch + 1] = size
+  if #batch == 1000 then
+    redis.call('HSET', keys.task, unpack(batch))
+    batch = {}
+  end
+end
+if #batch > 0 then redis.call('HSET', keys.task, unpack(batch)) end
+emit(keys, 'added', o.task_id, version)
 return version

@@ -8,7 +8,7 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] max units k (1..1000)
 -- ARGV[5] last: the unit this node claimed last, in [0, N), or "" for none (claim_first)
 -- ARGV[6] request id: the same for every retry of one call; a retry after a lost reply gets
@@ -18,6 +18,8 @@
 --          under one token, in claim order. Without runs, wait_ms 0 means that no unit is left
 --          to hand out (also once every unit is complete); wait_ms > 0 that the next unit
 --          backing off after a retryable failure is ready in that many ms.
+-- Events: claimed (when the node becomes an owner of the task), returned (by the expired
+--         leases it ends first)
 -- Errors: DTQ_INVALID_ARGUMENT (also for a task of named units), DTQ_TASK_DOES_NOT_EXIST,
 --         DTQ_TASK_NOT_RUNNING (the task failed or was cancelled)
 -- @include common
@@ -77,7 +79,9 @@ local function hand_out(n, count)
   end
   redis.call('HSET', t.keys.units, unpack(records))
   redis.call('ZADD', t.keys.leases, unpack(leases))
-  redis.call('HINCRBY', t.keys.nodes, node, count)
+  if redis.call('HINCRBY', t.keys.nodes, node, count) == count then
+    emit(t.keys, 'claimed', t.id, t.version, 'node', node)
+  end
   answer(n, count, 1)
 end
 

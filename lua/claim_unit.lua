@@ -4,8 +4,9 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
+-- Events: claimed (when the node becomes an owner of the task)
 -- Returns: the token (the unit's attempt number)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_UNIT_NOT_READY

@@ -5,9 +5,10 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
--- KEYS[15] tombstone of the task's last cleanup
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
+-- KEYS[16] tombstone of the task's last cleanup
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] request id (the same for every retry of a call)
+-- Events: removed
 -- Returns: 1
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_STILL_RUNNING,
 --         DTQ_TASK_TOO_FRESH
@@ -18,7 +19,7 @@ local version = arg_id(ARGV[2], 'version')
 local request_id = arg_id(ARGV[3], 'request id')
 local keys = call_keys()
 local done = version .. ' ' .. request_id
-if redis.call('GET', KEYS[15]) == done then return 1 end
+if redis.call('GET', KEYS[16]) == done then return 1 end
 local t = require_task(keys, task_id, version)
 if ACTIVE[t.status] then fail('TASK_STILL_RUNNING', 'task ' .. task_id .. ' is ' .. t.status) end
 local age = now_ms() - t.finished_at
@@ -28,5 +29,6 @@ end
 delete_task_data(keys, task_id)
 redis.call('ZREM', keys.index, task_id)
 redis.call('ZREM', keys.expiry, task_id)
-redis.call('SET', KEYS[15], done, 'PX', 60000)
+redis.call('SET', KEYS[16], done, 'PX', 60000)
+emit(keys, 'removed', task_id, t.version)
 return 1

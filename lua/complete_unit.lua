@@ -5,9 +5,11 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)
+-- Events: claimed (when the reporter becomes an owner), group (the unit was the last of its
+--         group to complete; named units only), status (the task moved on)
 -- Returns: the token under which the unit completed
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_LEASE_LOST, DTQ_UNIT_NOT_READY
@@ -27,6 +29,9 @@ u[U_UPDATED] = now
 u[U_FINISHED] = now
 u[U_LEASE] = 0
 save_unit(t, unit_id, stored, u, now)
+if t.unit_count == 0 and redis.call('HINCRBY', t.keys.task, 'group:' .. u[U_GROUP], -1) == 0 then
+  emit(t.keys, 'group', t.id, t.version, 'group', u[U_GROUP])
+end
 t.units_completed = redis.call('HINCRBY', t.keys.task, 'units_completed', 1)
 if t.units_completed == t.units_total then advance(t, now) end
 return u[U_ATTEMPT]

@@ -5,9 +5,11 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)   ARGV[6] error text   ARGV[7] retryable (0 | 1)
+-- Events: claimed (when the reporter becomes an owner), returned (a held unit goes back to
+--         PENDING for a retry), status (FAILED)
 -- Returns: 1 when the unit will be retried, 0 when it failed for good
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_LEASE_LOST, DTQ_UNIT_NOT_READY

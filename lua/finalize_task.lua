@@ -3,8 +3,9 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] request id (the same for every retry of a call)
+-- Events: status (FINISHED)
 -- Returns: 1 when this call finished the task, 0 when it was already FINISHED
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_FINALIZING,
 --         DTQ_ACKS_MISSING (the message ends with the missing nodes, space separated)

@@ -6,11 +6,13 @@
 -- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
 -- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
 -- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps
+-- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] phase ("prepare" | "post")
 -- ARGV[5] success (0 | 1)   ARGV[6] error text
 -- ARGV[7] request id (the same for every retry of a call): a retry after a lost reply
 --         answers 1 again when its first try recorded the ack
+-- Events: acked (when recorded), status (FAILED on a failed ack; SWAPPING after the last
+--         prepare ack)
 -- Returns: 1 when the ack was recorded, 0 when it was dropped
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST
 -- @include common
@@ -36,6 +38,7 @@ if redis.call('HEXISTS', t.keys.nodes, node) == 0 then return 0 end
 
 local now = now_ms()
 redis.call('HSET', t.keys.acks, ack_field, cmsgpack.pack({ success, message, now, request_id }))
+emit(t.keys, 'acked', task_id, t.version, 'node', node, 'phase', phase, 'success', success)
 if success == 0 then
   local what = phase == 'prepare' and 'prepare' or 'post-completion'
   finish_task(t, 'FAILED', what .. ' failed on node ' .. node .. ': ' .. message, now)

@@ -1,7 +1,9 @@
 -- sweep: bounded maintenance of one partition. Ends expired leases (rule 25) and deletes
 -- terminal tasks past their TTL (rule 22). Idempotent; safe to run from many workers.
 -- KEYS[1] lease index ("<base>leases")   KEYS[2] expiry index   KEYS[3] task index
+-- KEYS[4] event stream (the tasks' keys, this one included, are derived from KEYS[1])
 -- ARGV[1] limit: at most this many items handled per call (1..10000)
+-- Events: returned (per task and node whose units' leases it ended), removed
 -- Returns: {leases reclaimed, tasks deleted, 1 if more items are due else 0}
 -- Errors: DTQ_INVALID_ARGUMENT
 -- @include common
@@ -20,6 +22,8 @@ for _, task_id in ipairs(expired) do
     delete_task_data(keys, task_id)
     redis.call('ZREM', KEYS[3], task_id)
     deleted = deleted + 1
+    -- Without a task hash (its backstop TTL ended it) no version is known to have gone.
+    if t then emit(keys, 'removed', task_id, t.version) end
   end
   redis.call('ZREM', KEYS[2], task_id)
 end

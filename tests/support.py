@@ -18,6 +18,46 @@ Unchanged = Callable[..., Any]
 """Type of the ``unchanged`` fixture."""
 
 
+Event = dict[str, str]
+"""One entry of a partition's event stream, decoded."""
+
+
+def ev(kind: str, ref: dtaskq.TaskRef, **fields: object) -> Event:
+    """The event expected of ``ref``'s version, fields as the stream holds them (text)."""
+    return {
+        "kind": kind,
+        "task": ref.task_id,
+        "version": str(ref.version),
+        **{k: str(v) for k, v in fields.items()},
+    }
+
+
+class Events:
+    """Reads one partition's event stream; ``new()`` answers what was added since it was
+    last called."""
+
+    def __init__(self, r: redis.Redis, key: str) -> None:
+        self.r = r
+        self.key = key
+        self.last = "-"
+
+    def all(self) -> list[Event]:
+        """Every entry the stream holds."""
+        return [self._decode(fields) for _, fields in self.r.xrange(self.key)]
+
+    def new(self) -> list[Event]:
+        """The entries added since the last call (all of them at the first)."""
+        start = "-" if self.last == "-" else f"({self.last}"
+        entries = self.r.xrange(self.key, min=start)
+        if entries:
+            self.last = entries[-1][0].decode()
+        return [self._decode(fields) for _, fields in entries]
+
+    @staticmethod
+    def _decode(fields: dict[bytes, bytes]) -> Event:
+        return {k.decode(): v.decode() for k, v in fields.items()}
+
+
 def unit_of(client: dtaskq.Client, ref: dtaskq.TaskRef, unit_id: str) -> dtaskq.Unit:
     """The current state of one unit of ``ref`` (which must be the task's current version)."""
     task = client.get_task(ref.namespace, ref.task_id)

@@ -25,7 +25,7 @@ PENDING, IN_PROGRESS, COMPLETED, FAILED = (
 def task_keys(prefix: str, ref: TaskRef) -> dict[str, str]:
     """The keys of a range task (one partition), by kind."""
     names = ["task", "units", "acks", "nodes", "leases", "expiry", "conflicts", "tasks", "seq"]
-    names += ["spans", "order", "returned", "kept", "done"]
+    names += ["spans", "order", "returned", "kept", "done", "events"]
     return dict(zip(names, Partition(prefix, ref.namespace, 0).task_keys(ref.task_id), strict=True))
 
 

@@ -227,6 +227,10 @@ def test_every_script_call_touches_one_slot(
     tokens = {ref: client.claim_unit(ref, "n1", "a") for ref in refs}
     claims = [(ref, "a", token) for ref, token in tokens.items()]
     assert client.heartbeat("n1", claims) == [dtaskq.ClaimStatus.HELD] * len(refs)
+    # Given back and claimed again, under the next token.
+    assert client.release("n1", claims) == [True] * len(refs)
+    tokens = {ref: client.claim_unit(ref, "n1", "a") for ref in refs}
+    assert set(tokens.values()) == {2}
     for ref, token in tokens.items():
         client.update_progress(ref, "n1", "a", 0.5, token)
         client.complete_unit(ref, "n1", "a", token)
@@ -283,6 +287,7 @@ def test_every_script_call_touches_one_slot(
     partitions = {zlib.crc32(ref.task_id.encode()) % 4 for ref in refs}
     assert len(partitions) > 1
     assert recording.script_names().count("heartbeat") == len(partitions)
+    assert recording.script_names().count("release") == len(partitions)
 
 
 # --- a server that forgets its scripts -------------------------------------------------------

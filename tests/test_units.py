@@ -572,6 +572,12 @@ def core_flow(ns: str) -> Flow:
     yield ("cleanup_task", (cancelled,), {})
     yield ("get_task", (ns, "f"), {})
     yield ("sweep", (ns,), {})
+    held = yield ("add_task", (ns, "r"), {"units": ["z"]})
+    ztok = yield ("claim_unit", (held, "n1", "z"), {})
+    yield ("release", ("n1", [(held, "z", ztok), (held, "y", 1)]), {})
+    yield ("release", ("n1", [(held, "z", ztok)]), {})
+    yield ("claim_unit", (held, "n2", "z"), {})
+    yield ("get_task", (ns, "r"), {})
 
 
 def normalized(value: Any, ns: str) -> Any:
@@ -660,3 +666,7 @@ async def test_async_client_matches_the_sync_client(
     assert results[22] is None and results[23][0] == "TaskTooFresh"
     assert results[24] is None
     assert results[25] == ("SweepResult", {"reclaimed": 0, "deleted": 0, "more": False})
+    assert results[28:31] == [[True, False], [False], 2]
+    released = results[31][1]
+    assert released["nodes"] == {"n2": 1}
+    assert released["units"]["z"][1]["node"] == "n2"

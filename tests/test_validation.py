@@ -93,6 +93,7 @@ CASES: list[Any] = [
         complete_node=lambda c, v: c.complete_unit(REF, v, "u"),
         fail_node=lambda c, v: c.fail_unit(REF, v, "u", "e"),
         heartbeat_node=lambda c, v: c.heartbeat(v, [(REF, "u", 1)]),
+        release_node=lambda c, v: c.release(v, [(REF, "u", 1)]),
         ack_node=lambda c, v: c.record_prepare_ack(REF, v),
         post_ack_node=lambda c, v: c.record_post_ack(REF, v),
     ),
@@ -103,6 +104,7 @@ CASES: list[Any] = [
         complete_unit=lambda c, v: c.complete_unit(REF, "n", v),
         fail_unit=lambda c, v: c.fail_unit(REF, "n", v, "e"),
         heartbeat_unit=lambda c, v: c.heartbeat("n", [(REF, v, 1)]),
+        release_unit=lambda c, v: c.release("n", [(REF, v, 1)]),
     ),
     *_cases(
         {
@@ -179,6 +181,7 @@ CASES: list[Any] = [
         complete_token=lambda c, v: c.complete_unit(REF, "n", "u", token=v),
         fail_token=lambda c, v: c.fail_unit(REF, "n", "u", "e", token=v),
         heartbeat_token=lambda c, v: c.heartbeat("n", [(REF, "u", v)]),
+        release_token=lambda c, v: c.release("n", [(REF, "u", v)]),
     ),
     *_cases(
         {
@@ -201,6 +204,7 @@ CASES: list[Any] = [
         cancel_ref=lambda c, v: c.cancel_task(v),
         cleanup_ref=lambda c, v: c.cleanup_task(v),
         heartbeat_ref=lambda c, v: c.heartbeat("n", [(v, "u", 1)]),
+        release_ref=lambda c, v: c.release("n", [(v, "u", 1)]),
     ),
     *_cases(
         {
@@ -214,6 +218,7 @@ CASES: list[Any] = [
             "claims-str": "abc",
         },
         heartbeat_claims=lambda c, v: c.heartbeat("n", v),
+        release_claims=lambda c, v: c.release("n", v),
     ),
     *_cases(
         {"none": None, "bytes": b"disk full", "int": 5, "over-64KiB": "x" * 65_537},
@@ -281,6 +286,7 @@ def test_values_at_the_limits_pass_validation(
 
 def test_heartbeat_without_claims_needs_no_call(offline: dtaskq.Client) -> None:
     assert offline.heartbeat("n", []) == []
+    assert offline.release("n", []) == []
 
 
 @pytest.mark.parametrize(("call", "value"), CASES)
@@ -644,6 +650,7 @@ def test_claim_range_script_accepts_the_base_arguments(range_scripts: Scripts) -
     assert range_scripts.on_task("claim_range", "span", args) == [0, 7, 2, 1]
 
 
+# ARGV of heartbeat and release: node, then (task id, version, unit id, token) per claim.
 HEARTBEAT_CASES: dict[str, list[Any]] = {
     "three-values": ["n1", "live", "1", "a"],
     "five-values": ["n1", "live", "1", "a", "1", "extra"],
@@ -653,6 +660,12 @@ HEARTBEAT_CASES: dict[str, list[Any]] = {
     "node-space": ["n 1", "live", "1", "a", "1"],
     "node-missing": [],
     "second-claim-bad": ["n1", "live", "1", "a", "1", "live", "1", "b c", "1"],
+    "version-empty": ["n1", "live", "", "a", "1"],
+    "task-id-brace": ["n1", "{live}", "1", "a", "1"],
+    "token-float": ["n1", "live", "1", "a", "1.0"],
+    "token-2**53+1": ["n1", "live", "1", "a", "9007199254740993"],
+    # A valid claim first: the bad one after it must stop the call before any write.
+    "bad-after-a-held-claim": ["n1", "live", "1", "a", "1", "live", "1", "a", "x"],
 }
 
 
@@ -662,6 +675,22 @@ def test_heartbeat_script_checks_its_arguments(
 ) -> None:
     keys = scripts.part.heartbeat_keys()
     _expect_invalid(scripts, state, lambda: scripts.run("heartbeat", keys, args))
+
+
+@pytest.mark.parametrize("args", list(HEARTBEAT_CASES.values()), ids=list(HEARTBEAT_CASES))
+def test_release_script_checks_its_arguments(
+    scripts: Scripts, state: State, args: list[Any]
+) -> None:
+    keys = scripts.part.release_keys()
+    _expect_invalid(scripts, state, lambda: scripts.run("release", keys, args))
+
+
+def test_release_script_accepts_the_base_arguments(scripts: Scripts) -> None:
+    """The malformed cases above differ from a valid call in one value only."""
+    keys = scripts.part.release_keys()
+    args = ["n1", "live", "1", "a", "1", "live", "1", "b", "1"]
+    assert scripts.run("release", keys, args) == [1, 0]
+    assert scripts.run("release", keys, args) == [0, 0]
 
 
 @pytest.mark.parametrize(

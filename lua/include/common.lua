@@ -50,6 +50,7 @@ local function call_keys()
     task = KEYS[1], units = KEYS[2], acks = KEYS[3], nodes = KEYS[4],
     leases = KEYS[5], expiry = KEYS[6], conflicts = KEYS[7], index = KEYS[8], seq = KEYS[9],
     spans = KEYS[10], order = KEYS[11], returned = KEYS[12], kept = KEYS[13], done = KEYS[14],
+    events = KEYS[15],
   }
 end
 
@@ -64,8 +65,38 @@ local function run_time_keys(key, suffix, task_id)
     index = base .. 'tasks', seq = base .. 'seq',
     spans = base .. 'spans:' .. task_id, order = base .. 'order:' .. task_id,
     returned = base .. 'returned:' .. task_id, kept = base .. 'kept:' .. task_id,
-    done = base .. 'done:' .. task_id,
+    done = base .. 'done:' .. task_id, events = base .. 'events',
   }
+end
+
+-- The partition's event stream tells schedulers what changed (DESIGN §7). Each entry is
+-- kind, task, version, then the kind's own fields:
+--   added                     a task version was created
+--   claimed   node            `node` became an owner of the task (it owns its first unit)
+--   returned  node            a unit went back to PENDING from IN_PROGRESS: any node may
+--                             claim it (node ""), or it is kept for `node` (sticky)
+--   group     group           the last unit of a group of named units completed
+--   status    status          the task's status changed
+--   acked     node phase success   an ack was recorded (success 0 | 1)
+--   removed                   that version's keys were deleted (cleanup, sweep)
+-- Workers also resync on a slow tick, so a reader that falls behind the cap loses nothing;
+-- 1000 keeps the stream small whatever the traffic.
+local EVENTS_KEPT = 1000
+
+local function emit(keys, kind, task_id, version, ...)
+  redis.call('XADD', keys.events, 'MAXLEN', '~', EVENTS_KEPT, '*',
+    'kind', kind, 'task', task_id, 'version', version, ...)
+end
+
+-- Units of one task that go back to PENDING for the same node in one call (a sweep of many
+-- expired leases, a release) wake a scheduler once: one `returned` event per (task, node).
+local returned_told = {}
+
+local function tell_returned(t, node)
+  local key = t.id .. '\n' .. node
+  if returned_told[key] then return end
+  returned_told[key] = true
+  emit(t.keys, 'returned', t.id, t.version, 'node', node)
 end
 
 -- @include ranges
@@ -169,7 +200,14 @@ local function save_unit(t, unit_id, old, new, now)
     if old[U_NODE] ~= '' and redis.call('HINCRBY', t.keys.nodes, old[U_NODE], -1) <= 0 then
       redis.call('HDEL', t.keys.nodes, old[U_NODE])
     end
-    if new[U_NODE] ~= '' then redis.call('HINCRBY', t.keys.nodes, new[U_NODE], 1) end
+    -- Only a new owner is told: claims are the hot path, and a node that already owns a unit
+    -- of the task already runs it.
+    if new[U_NODE] ~= '' and redis.call('HINCRBY', t.keys.nodes, new[U_NODE], 1) == 1 then
+      emit(t.keys, 'claimed', t.id, t.version, 'node', new[U_NODE])
+    end
+  end
+  if old[U_STATUS] == IN_PROGRESS and new[U_STATUS] == PENDING then
+    tell_returned(t, new[U_NODE])
   end
   if t.unit_count > 0 and not place_range_unit(t, unit_id, old, new, now) then
     redis.call('HDEL', t.keys.units, unit_id)
@@ -271,6 +309,7 @@ local function finish_task(t, status, err, now)
   redis.call('HSET', t.keys.task, 'status', status, 'error', err, 'finished_at', finished_at)
   t.status = status
   t.finished_at = finished_at
+  emit(t.keys, 'status', t.id, t.version, 'status', status)
   release_conflict_keys(t)
   redis.call('ZADD', t.keys.expiry, finished_at + t.ttl_ms, t.id)
   for _, key in ipairs(task_data_keys(t.keys, t.id)) do
@@ -305,6 +344,7 @@ local function advance(t, now)
     return
   end
   redis.call('HSET', t.keys.task, 'status', t.status)
+  emit(t.keys, 'status', t.id, t.version, 'status', t.status)
   if t.status == 'PREPARING' and #missing_acks(t, 'prepare') == 0 then
     advance(t, now)
   end
