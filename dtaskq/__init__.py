@@ -38,6 +38,7 @@ from .models import (
     UnitStatus,
 )
 from .ops import SweepResult
+from .worker import Worker
 
 __all__ = [
     "DONE",
@@ -70,4 +71,5 @@ __all__ = [
     "UnitSpec",
     "UnitStatus",
     "UnitWrongNode",
+    "Worker",
 ]

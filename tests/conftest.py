@@ -10,9 +10,11 @@ from uuid import uuid4
 import pytest
 import redis
 import redis.connection
-from support import LossyConnection
+from support import Events, LossyConnection
+from worker_procs import Workers
 
 import dtaskq
+from dtaskq.keys import Partition
 from dtaskq.server import ENV_URL, EmbeddedServer, find_server_binaries
 
 
@@ -94,9 +96,15 @@ async def aclient(server_url: str, prefix: str) -> AsyncIterator[dtaskq.AsyncCli
 
 
 @pytest.fixture
+def events(r: redis.Redis, prefix: str, namespace: str) -> Events:
+    """The event stream of partition 0 of the test's namespace (its only one, by default)."""
+    return Events(r, Partition(prefix, namespace, 0).events_key())
+
+
+@pytest.fixture
 def state(r: redis.Redis, prefix: str) -> Callable[[], dict[bytes, object]]:
     """Reads every key under this test's prefix with its content: compare two reads to
-    prove that a rejected call wrote nothing."""
+    prove that a rejected call wrote nothing (no event either: streams are read in full)."""
 
     def read() -> dict[bytes, object]:
         found: dict[bytes, object] = {}
@@ -110,6 +118,8 @@ def state(r: redis.Redis, prefix: str) -> Callable[[], dict[bytes, object]]:
                 found[key] = sorted(r.smembers(key))
             elif kind == b"string":
                 found[key] = r.get(key)
+            elif kind == b"stream":
+                found[key] = r.xrange(key)
             else:
                 found[key] = kind
         return found
@@ -162,3 +172,11 @@ def lossy(server_url: str, prefix: str) -> Iterator[dtaskq.Client]:
     yield client
     client.close()
     LossyConnection.armed = None
+
+
+@pytest.fixture
+def workers(server_url: str, prefix: str, namespace: str, r: redis.Redis) -> Iterator[Workers]:
+    """Real ``dtaskq worker`` processes on the test's server and prefix, killed at the end."""
+    procs = Workers(server_url, prefix, namespace, r)
+    yield procs
+    procs.close()

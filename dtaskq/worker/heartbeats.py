@@ -1,0 +1,92 @@
+"""Lease renewal on its own thread, so that a handler hogging the CPU or blocking cannot
+starve it (DESIGN §7)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ..client import Client
+from ..errors import DtaskqError
+from ..models import ClaimStatus, TaskRef
+from .leases import Claim, Claims
+
+log = logging.getLogger("dtaskq.worker")
+
+TICK_S = 0.1
+
+
+def renew(client: Client, node: str, claims: Claims, held: Sequence[Claim]) -> set[TaskRef]:
+    """Renews ``held`` in one call per partition and files the answers in ``claims``: lost
+    units are marked lost, units of tasks that stopped running are forgotten. Returns the task
+    versions found no longer running."""
+    if not held:
+        return set()
+    answers = client.heartbeat(node, [(c.ref, c.unit, c.token) for c in held])
+    stopped: set[TaskRef] = set()
+    for claim, answer in zip(held, answers, strict=True):
+        if answer is ClaimStatus.LOST:
+            where = {"ns": claim.ref.namespace, "task": claim.ref.task_id, "unit": claim.unit}
+            log.warning("lease lost", extra=where)
+            claims.lose(claim.ref, claim.unit)
+        elif answer is ClaimStatus.NOT_RUNNING:
+            stopped.add(claim.ref)
+    for ref in stopped:
+        claims.drop_task(ref)
+    return stopped
+
+
+class Heartbeats:
+    """Renews each held claim a third of its lease (capped by ``max_lease_ms``) after its
+    claim or last renewal, so that two renewals can fail before a lease runs out."""
+
+    def __init__(
+        self,
+        client: Client,
+        node: str,
+        claims: Claims,
+        *,
+        max_lease_ms: int,
+        on_stopped: Callable[[set[TaskRef]], None],
+    ) -> None:
+        self._client = client
+        self._node = node
+        self._claims = claims
+        self._max_lease_ms = max_lease_ms
+        self._on_stopped = on_stopped
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dtaskq-heartbeats", daemon=True)
+
+    def start(self) -> None:
+        """Starts the renewal thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops renewing and waits for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def period_s(self, claim: Claim) -> float:
+        """Seconds between two renewals of ``claim``."""
+        return max(TICK_S, min(claim.lease_ms, self._max_lease_ms) / 3000)
+
+    def _run(self) -> None:
+        due: dict[Claim, float] = {}
+        while not self._stop.wait(TICK_S):
+            now = time.monotonic()
+            due = {c: due.get(c, now + self.period_s(c) - TICK_S) for c in self._claims.snapshot()}
+            ready = [c for c, at in due.items() if at <= now]
+            if not ready:
+                continue
+            try:
+                stopped = renew(self._client, self._node, self._claims, ready)
+            except DtaskqError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for claim in ready:
+                due[claim] = now + self.period_s(claim)
+            if stopped:
+                self._on_stopped(stopped)

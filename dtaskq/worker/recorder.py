@@ -1,0 +1,143 @@
+"""The recorder handed to providers: claims and reports for one task, with progress
+throttled as DESIGN §7 prescribes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from ..client import Client
+from ..errors import UnitWrongNode
+from ..models import ClaimedUnit, Done, Task
+from .gate import Gate
+from .heartbeats import renew
+from .leases import Claim, Claims
+
+DEFAULT_INTERVAL_S = 3.0
+
+
+class Recorder:
+    """Claims units of one task version for this node and reports on them.
+
+    Progress of a unit is forwarded at most once per ``interval`` seconds of ``clock``; a
+    report inside the interval is dropped (stored progress is monotonic, so the next one
+    carries it). Claims, completions and failures are always forwarded. A unit's throttle
+    entry goes at its completion or failure, and a forward that raised leaves none, so the next
+    report is forwarded at once. Every claim is renewed by the worker's heartbeats until its
+    unit is reported terminal.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        task: Task,
+        node: str,
+        claims: Claims,
+        gate: Gate,
+        *,
+        interval: float = DEFAULT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.task = task
+        self.ref = task.ref
+        self.node = node
+        self.gate = gate
+        self._claims = claims
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sent: dict[str, float] = {}
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker stopped claiming; start no new unit."""
+        return self.gate.closed
+
+    def claim(self, unit: str) -> int | None:
+        """Claims a named unit (a progress report of 0.0) and returns its token; a unit this
+        node holds already gives its current token. None when the unit is terminal or another
+        node holds it. Raises ``UnitNotReady`` while it backs off, ``TaskNotRunning``."""
+        try:
+            token = self.client.update_progress(self.ref, self.node, unit, 0.0)
+        except UnitWrongNode:
+            return None
+        if token is not None:
+            self._hold(unit, token)
+        return token
+
+    def claim_next(self, last: int | None = None) -> ClaimedUnit | Done:
+        """Claims a range unit: ``last + 1`` while it is free, else as ``claim_first``."""
+        if last is None:
+            claimed = self.client.claim_first(self.ref, self.node)
+        else:
+            claimed = self.client.claim_next(self.ref, self.node, last)
+        if isinstance(claimed, ClaimedUnit):
+            self._hold(str(claimed), claimed.token)
+        return claimed
+
+    def progress(self, unit: str | int, value: float) -> bool:
+        """Forwards progress in [0, 1] unless this unit's was forwarded less than the throttle
+        interval ago. True when forwarded."""
+        key = str(unit)
+        now = self._clock()
+        with self._lock:
+            last = self._sent.get(key)
+            if value != 0.0 and last is not None and now - last < self._interval:
+                return False
+            self._sent.pop(key, None)
+        token = self._claims.token(self.ref, key)
+        stored = self.client.update_progress(self.ref, self.node, key, value, token)
+        if stored is None:
+            return False
+        if token is None:
+            self._hold(key, stored)
+        with self._lock:
+            self._sent[key] = now
+        return True
+
+    def complete(self, unit: str | int) -> None:
+        """Completes a unit under the token of its claim."""
+        key = str(unit)
+        try:
+            self.client.complete_unit(self.ref, self.node, key, self._claims.token(self.ref, key))
+        finally:
+            self._forget(key)
+
+    def fail(self, unit: str | int, error: str, retryable: bool = False) -> bool:
+        """Fails a unit; True when it was put back for a retry."""
+        key = str(unit)
+        token = self._claims.token(self.ref, key)
+        try:
+            return self.client.fail_unit(self.ref, self.node, key, error, token, retryable)
+        finally:
+            self._forget(key)
+
+    def release(self, unit: str | int) -> bool:
+        """Gives a claimed unit back without reporting on it, so that another claimer takes it
+        at once; True when it was still held."""
+        key = str(unit)
+        token = self._claims.token(self.ref, key)
+        try:
+            if token is None:
+                return False
+            return self.client.release(self.node, [(self.ref, key, token)])[0]
+        finally:
+            self._forget(key)
+
+    def heartbeat(self) -> None:
+        """Renews this task's claims now (the worker also does so on its own thread)."""
+        renew(self.client, self.node, self._claims, self._claims.snapshot(self.ref))
+
+    def is_lost(self, unit: str | int) -> bool:
+        """True once a heartbeat found that this node no longer holds ``unit``."""
+        return self._claims.is_lost(self.ref, str(unit))
+
+    def _hold(self, unit: str, token: int) -> None:
+        self._claims.add(Claim(self.ref, unit, token, self.task.lease_ms))
+
+    def _forget(self, unit: str) -> None:
+        with self._lock:
+            self._sent.pop(unit, None)
+        self._claims.remove(self.ref, unit)

@@ -1,0 +1,194 @@
+"""A ready-made task handle: runs one function per claimed unit (DESIGN §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from ..errors import DtaskqError, LeaseLost, TaskNotRunning, UnitNotReady
+from ..models import ClaimedUnit, Task, UnitStatus
+from .recorder import Recorder
+
+log = logging.getLogger("dtaskq.worker")
+
+
+class FatalError(Exception):
+    """Raised by a unit function to fail its unit at once, with no retry even when the task
+    allows more attempts. Any other exception is reported as retryable."""
+
+
+@dataclass
+class UnitContext:
+    """What a unit function gets: its unit, and the means to report on it."""
+
+    task: Task
+    unit: str
+    token: int
+    recorder: Recorder
+    _handle: UnitRunner
+
+    @property
+    def unit_number(self) -> int:
+        """The unit id of a range task as an ``int``."""
+        return int(self.unit)
+
+    @property
+    def terminated(self) -> bool:
+        """True once the work should stop: the task left STARTED, the worker is shutting down
+        past its grace period, or this node lost the unit's lease. Long units poll it."""
+        return self._handle.terminating or self.recorder.is_lost(self.unit)
+
+    def progress(self, value: float) -> bool:
+        """Reports progress in [0, 1], throttled; True when it was forwarded."""
+        return self.recorder.progress(self.unit, value)
+
+    def heartbeat(self) -> None:
+        """Renews this node's leases on the task now."""
+        self.recorder.heartbeat()
+
+
+UnitFunction = Callable[[UnitContext], object] | Callable[[UnitContext], Awaitable[object]]
+
+
+class UnitRunner:
+    """Runs ``fn`` once per unit it claims, on ``concurrency`` threads (default: as many as
+    the worker runs units at once), until no unit is left for this node; a
+    :class:`~dtaskq.worker.TaskHandle`. The worker's limit holds across all its tasks.
+
+    Range tasks are claimed with ``claim_next`` (each thread continues its span); named tasks
+    by trying each unit that is not terminal and not held by another node, or only those in
+    ``units`` when given. A coroutine function runs on an event loop of its thread.
+
+    ``fn`` returning completes the unit, unless it returned after termination (its work may
+    be partial: the unit is left to the next claimer); raising fails it, retryably unless it
+    raised :class:`FatalError`. Either way only that unit is affected.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        recorder: Recorder,
+        fn: UnitFunction,
+        *,
+        concurrency: int | None = None,
+        units: Iterable[str] | None = None,
+    ) -> None:
+        self.task = task
+        self.recorder = recorder
+        self._fn = fn
+        self._terminate = threading.Event()
+        self._extra = {"ns": task.namespace, "task": task.task_id}
+        self._lock = threading.Lock()
+        self._named: list[str] | None = None
+        if task.unit_count is None:
+            self._named = self._candidates(task) if units is None else list(units)
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"dtaskq-unit-{task.task_id}", daemon=True)
+            for _ in range(concurrency or recorder.gate.slots)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _candidates(task: Task) -> list[str]:
+        return [
+            u.id
+            for u in task.units.values()
+            if u.status in (UnitStatus.PENDING, UnitStatus.IN_PROGRESS)
+        ]
+
+    @property
+    def terminating(self) -> bool:
+        """True once :meth:`terminate` was called."""
+        return self._terminate.is_set()
+
+    def terminate(self) -> None:
+        """Claims no further unit and tells running ones (``UnitContext.terminated``)."""
+        self._terminate.set()
+
+    def done(self) -> bool:
+        """True once every thread has stopped."""
+        return not any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Waits for the threads to stop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        last: int | None = None
+        while not self._terminate.is_set() and self.recorder.gate.enter():
+            try:
+                claimed = self._claim(last)
+                if claimed is None:
+                    return
+                unit, token = claimed
+                if self._named is None:
+                    last = int(unit)
+                self._run(unit, token)
+            except TaskNotRunning:
+                return
+            except UnitNotReady as exc:
+                self._terminate.wait((exc.retry_after_ms or 100) / 1000)
+            except DtaskqError as exc:
+                log.warning("claim failed: %s", exc, extra=self._extra)
+                self._terminate.wait(1.0)
+            finally:
+                self.recorder.gate.leave()
+
+    def _claim(self, last: int | None) -> tuple[str, int] | None:
+        """The next unit this thread runs and its token, or None when none is left."""
+        if self._named is None:
+            claimed = self.recorder.claim_next(last)
+            return (str(claimed), claimed.token) if isinstance(claimed, ClaimedUnit) else None
+        while True:
+            with self._lock:
+                if not self._named:
+                    return None
+                unit = self._named.pop(0)
+            try:
+                token = self.recorder.claim(unit)
+            except UnitNotReady:
+                with self._lock:
+                    self._named.append(unit)
+                raise
+            if token is not None:
+                return unit, token
+
+    def _run(self, unit: str, token: int) -> None:
+        ctx = UnitContext(self.task, unit, token, self.recorder, self)
+        extra = {**self._extra, "unit": unit}
+        try:
+            result = self._fn(ctx)
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except Exception as exc:  # a unit's failure must not stop the worker
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("unit failed: %s", error, extra=extra)
+            retry = not isinstance(exc, FatalError)
+            self._report(lambda: self.recorder.fail(unit, error, retry))
+            return
+        if ctx.terminated:
+            # Work that returns after being told to stop may be partial: leave the unit to
+            # whoever takes it next rather than complete it.
+            log.info("unit abandoned", extra=extra)
+            self.recorder.release(unit)
+            return
+        self._report(lambda: self.recorder.complete(unit))
+
+    def _report(self, report: Callable[[], object]) -> None:
+        try:
+            report()
+        except (LeaseLost, TaskNotRunning) as exc:
+            # Someone else owns the unit now, or the task ended: the outcome no longer counts.
+            log.info("report dropped: %s", exc, extra=self._extra)
+
+
+async def _awaited(result: Awaitable[object]) -> None:
+    await result

@@ -1,0 +1,167 @@
+"""The worker process: schedulers, heartbeats, sweeps and a graceful shutdown (DESIGN §7)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+
+from .. import validate
+from ..client import Client
+from ..errors import DtaskqError, InvalidArgument
+from ..models import TaskRef
+from ..ops import DEFAULT_SWEEP_BATCH
+from .gate import Gate
+from .heartbeats import Heartbeats
+from .leases import Claims
+from .logs import Fields
+from .provider import Provider
+from .recorder import DEFAULT_INTERVAL_S
+from .scheduler import DEFAULT_RESYNC_S, Scheduler
+from .sweeper import DEFAULT_SWEEP_INTERVAL_S, Sweeper
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_LEASE_MS = 30_000
+DEFAULT_GRACE_MS = 30_000
+_POLL_S = 0.05
+
+
+def default_node_id() -> str:
+    """``<host>-<pid>``: unique per process, stable enough to read in logs."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """Serves namespaces on this node: one :class:`~dtaskq.worker.Scheduler` per namespace
+    with its provider, one heartbeat thread, one sweeper, and a shared limit of
+    ``concurrency`` units running at once.
+
+    Embed it with :meth:`start` and :meth:`stop`, or let :meth:`run` own the process: it
+    stops gracefully on the first SIGTERM or SIGINT and exits at once on the second.
+
+    ``lease_ms`` caps the lease the heartbeats plan for: each claim is renewed a third of
+    ``min(lease_ms, task's lease_ms)`` after the last renewal. ``grace_ms`` is how long
+    :meth:`stop` lets running units finish before it releases them to other nodes.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        providers: Mapping[str, Provider],
+        *,
+        node_id: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        grace_ms: int = DEFAULT_GRACE_MS,
+        resync_s: float = DEFAULT_RESYNC_S,
+        sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+        sweep_batch: int = DEFAULT_SWEEP_BATCH,
+        progress_interval_s: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        if not providers:
+            raise InvalidArgument("a worker needs at least one namespace and its provider")
+        for namespace in providers:
+            validate.namespace(namespace)
+        self.node = validate.ident(node_id or default_node_id(), "node id")
+        validate.integer(concurrency, "concurrency", 1, 10_000)
+        self._lease_ms = validate.integer(lease_ms, "lease_ms", 1)
+        self._grace_ms = validate.integer(grace_ms, "grace_ms", 0)
+        for name, value in (
+            ("resync_s", resync_s),
+            ("sweep_interval_s", sweep_interval_s),
+            ("progress_interval_s", progress_interval_s),
+        ):
+            if not isinstance(value, (int, float)) or not value >= 0:
+                raise InvalidArgument(f"{name} must be a number >= 0")
+        validate.integer(sweep_batch, "sweep_batch", 1, 10_000)
+        self.client = client
+        self.claims = Claims()
+        self.gate = Gate(concurrency)
+        self.log = Fields(node=self.node)
+        self.schedulers = [
+            Scheduler(
+                client,
+                namespace,
+                provider,
+                self.node,
+                self.claims,
+                self.gate,
+                resync_s=resync_s,
+                progress_interval=progress_interval_s,
+            )
+            for namespace, provider in providers.items()
+        ]
+        self._heartbeats = Heartbeats(
+            client, self.node, self.claims, max_lease_ms=lease_ms, on_stopped=self._stopped
+        )
+        self._sweeper = Sweeper(
+            client, list(providers), self.node, interval_s=sweep_interval_s, batch=sweep_batch
+        )
+        self._stop_requested = threading.Event()
+
+    def start(self) -> None:
+        """Starts every thread; returns at once."""
+        self._heartbeats.start()
+        self._sweeper.start()
+        for scheduler in self.schedulers:
+            scheduler.start()
+        self.log.info("worker started: %s", ", ".join(s.namespace for s in self.schedulers))
+
+    def stop(self, grace_ms: int | None = None) -> None:
+        """Stops claiming, lets running units finish for up to ``grace_ms`` (default: the
+        worker's), then terminates local handles and releases the units still held, so that
+        other nodes take them at once instead of after their leases."""
+        grace = self._grace_ms if grace_ms is None else grace_ms
+        self.gate.close()
+        self.log.info("stopping: %d units running, grace %d ms", len(self.claims), grace)
+        deadline = time.monotonic() + grace / 1000
+        while len(self.claims) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        for scheduler in self.schedulers:
+            scheduler.stop()
+        self._release()
+        self._heartbeats.stop()
+        self._sweeper.stop()
+        self.log.info("worker stopped")
+
+    def _release(self) -> None:
+        held = self.claims.snapshot()
+        if not held:
+            return
+        try:
+            released = self.client.release(self.node, [(c.ref, c.unit, c.token) for c in held])
+        except DtaskqError as exc:
+            self.log.warning("release failed, the leases will run out instead: %s", exc)
+            return
+        for claim in held:
+            self.claims.remove(claim.ref, claim.unit)
+        self.log.info("released %d units", sum(released))
+
+    def _stopped(self, refs: set[TaskRef]) -> None:
+        for scheduler in self.schedulers:
+            scheduler.wake(refs)
+
+    def request_stop(self) -> None:
+        """Asks :meth:`run` to stop gracefully (what the first SIGTERM or SIGINT does)."""
+        self._stop_requested.set()
+
+    def run(self) -> int:
+        """Runs until SIGTERM or SIGINT (or :meth:`request_stop`), then stops gracefully; a
+        second signal exits the process at once. Call from the main thread. Returns 0."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.start()
+        while not self._stop_requested.wait(0.5):
+            pass
+        self.stop()
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_requested.is_set():
+            os._exit(128 + signum)
+        self.log.info("signal %d: stopping (a second one exits at once)", signum)
+        self._stop_requested.set()

@@ -1,0 +1,266 @@
+"""One namespace's tasks on one node: when to start and stop local work, and the callbacks
+and acks of groups and barriers (DESIGN §3 and §7)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from ..client import Client
+from ..errors import DtaskqError
+from ..models import Task, TaskRef, TaskStatus, UnitStatus
+from .gate import Gate
+from .leases import Claims
+from .logs import Fields
+from .provider import Provider, TaskDescriptor, TaskHandle
+from .recorder import DEFAULT_INTERVAL_S, Recorder
+from .settle import Settlement
+
+DEFAULT_RESYNC_S = 5.0
+EVENT_BLOCK_MS = 250
+"""How long one read of the event streams blocks: also how soon the scheduler notices that
+its callbacks finished or that it should stop."""
+
+
+@dataclass
+class Local:
+    """What this node knows and did about one task version."""
+
+    task: Task
+    recovered: bool
+    """First seen past STARTED: this process did not see the task run."""
+    handle: TaskHandle | None = None
+    started: bool = False
+    groups: dict[str, str] = field(default_factory=dict)
+    """Groups whose callback ran (or needs no rerun) -> its error, "" for success."""
+    post_done: bool = False
+    completed: bool = False
+    recovery_decided: bool = False
+    busy: Future[None] | None = None
+    dirty: bool = False
+
+
+class Scheduler:
+    """Runs the tasks of ``namespace`` through ``provider`` on this node.
+
+    It wakes on the events the scripts write to each partition's stream (within milliseconds
+    of a change on any node) and rereads every task of the namespace each ``resync_s``, so a
+    missed event delays work but never loses it. Callbacks run on a small pool, one task's at a
+    time, so a slow swap never holds up another task's start or termination.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        namespace: str,
+        provider: Provider,
+        node: str,
+        claims: Claims,
+        gate: Gate,
+        *,
+        resync_s: float = DEFAULT_RESYNC_S,
+        progress_interval: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        self.namespace = namespace
+        self.client = client
+        self.provider = provider
+        self.node = node
+        self._claims = claims
+        self._gate = gate
+        self._resync_s = resync_s
+        self._progress_interval = progress_interval
+        self.log = Fields(node=node, ns=namespace)
+        self._local: dict[str, Local] = {}
+        self._streams: dict[str, bytes] = {}
+        self._woken: set[str] = set()
+        self._woken_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._callbacks = ThreadPoolExecutor(4, thread_name_prefix=f"dtaskq-{namespace}-callbacks")
+        self._thread = threading.Thread(target=self._run, name=f"dtaskq-{namespace}", daemon=True)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts scheduling on a thread of its own."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Terminates every local handle and stops scheduling."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for local in list(self._local.values()):
+            if local.handle is not None:
+                local.handle.terminate()
+        self._callbacks.shutdown(wait=False, cancel_futures=True)
+
+    def running_handles(self) -> list[TaskHandle]:
+        """Local handles that have not stopped yet."""
+        return [
+            local.handle
+            for local in list(self._local.values())
+            if local.handle is not None and not local.handle.done()
+        ]
+
+    def wake(self, refs: Iterable[TaskRef]) -> None:
+        """Rereads these tasks soon (say, a heartbeat found them no longer running)."""
+        with self._woken_lock:
+            self._woken.update(r.task_id for r in refs if r.namespace == self.namespace)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_resync = 0.0
+        while not self._stop.is_set():
+            try:
+                # A namespace without partitions gets them with its first task: look for them
+                # at every pass until then, not only at the slow resync.
+                if time.monotonic() >= next_resync or not self._streams:
+                    self._follow_partitions()
+                    self._resync()
+                    next_resync = time.monotonic() + self._resync_s
+                for task_id in self._events() | self._take_woken():
+                    self._evaluate(task_id, self.client.get_task(self.namespace, task_id))
+            except (DtaskqError, redis.RedisError) as exc:
+                self.log.warning("scheduling pass failed: %s", exc)
+                self._stop.wait(0.5)
+
+    def _take_woken(self) -> set[str]:
+        with self._woken_lock:
+            woken, self._woken = self._woken, set()
+        woken.update(
+            task_id
+            for task_id, local in list(self._local.items())
+            if local.dirty and (local.busy is None or local.busy.done())
+        )
+        return woken
+
+    def _follow_partitions(self) -> None:
+        """Starts reading the event stream of every partition the namespace has; before the
+        resync, so that no change between the two goes unseen."""
+        for partition in self.client.partitions(self.namespace):
+            key = partition.events_key()
+            if key not in self._streams:
+                newest: Any = self.client.redis.xrevrange(key, count=1)
+                self._streams[key] = newest[0][0] if newest else b"0-0"
+
+    def _events(self) -> set[str]:
+        """Ids of the tasks that events name, waiting up to EVENT_BLOCK_MS for some."""
+        if not self._streams:
+            self._stop.wait(EVENT_BLOCK_MS / 1000)
+            return set()
+        streams: Any = dict(self._streams)
+        read: Any = self.client.redis.xread(streams, count=1000, block=EVENT_BLOCK_MS)
+        task_ids: set[str] = set()
+        for key, entries in read or []:
+            task_ids.update(fields[b"task"].decode() for _, fields in entries)
+            self._streams[key.decode()] = entries[-1][0]
+        return task_ids
+
+    def _resync(self) -> None:
+        tasks = {
+            t.task_id: t for t in self.client.list_tasks(self.namespace).get(self.namespace, [])
+        }
+        for task_id in set(self._local) | set(tasks):
+            self._evaluate(task_id, tasks.get(task_id))
+        for desc in self.provider.get_local_tasks():
+            current = tasks.get(desc.task_id)
+            if current is None or current.version != desc.version:
+                self._cleanup(desc.task_id, desc)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _evaluate(self, task_id: str, task: Task | None) -> None:
+        local = self._local.get(task_id)
+        if local is not None and (task is None or local.task.version != task.version):
+            self._retire(task_id, local)
+            local = None
+        if task is None:
+            return
+        if local is None:
+            local = self._local[task_id] = Local(task, recovered=task.status != TaskStatus.STARTED)
+        local.task = task
+        extra = {"task": task_id}
+        if task.status is TaskStatus.STARTED:
+            if not self._gate.closed and self._idle(local) and self._claimable(task):
+                self._start(local)
+        elif local.handle is not None and not local.handle.done():
+            self.log.info("terminating: task is %s", task.status.value, extra=extra)
+            local.handle.terminate()
+            self._claims.drop_task(task.ref)
+        if local.busy is not None and not local.busy.done():
+            local.dirty = True
+            return
+        local.dirty = False
+        local.busy = self._callbacks.submit(self._settle, local, task)
+
+    @staticmethod
+    def _idle(local: Local) -> bool:
+        return local.handle is None or local.handle.done()
+
+    def _claimable(self, task: Task) -> bool:
+        """True when the task has a unit that is not terminal and that no other node holds or
+        has kept: DESIGN §7's condition for running it here."""
+        others = [
+            u
+            for u in task.units.values()
+            if not u.status.is_terminal and u.node not in (None, self.node)
+        ]
+        if task.unit_count is None:
+            return len(others) < sum(not u.status.is_terminal for u in task.units.values())
+        waiting_elsewhere = sum(u.status is UnitStatus.PENDING for u in others)
+        mine = any(u.node == self.node and not u.status.is_terminal for u in task.units.values())
+        return mine or task.counts.get(UnitStatus.PENDING, 0) > waiting_elsewhere
+
+    def _start(self, local: Local) -> None:
+        task = local.task
+        recorder = Recorder(
+            self.client,
+            task,
+            self.node,
+            self._claims,
+            self._gate,
+            interval=self._progress_interval,
+        )
+        try:
+            local.handle = self.provider.start_task(task, recorder)
+        except Exception:  # a provider's bug must not stop the worker
+            self.log.exception("start_task failed", extra={"task": task.task_id})
+            return
+        local.started = True
+        self.log.info("started (version %d)", task.version, extra={"task": task.task_id})
+
+    def _retire(self, task_id: str, local: Local) -> None:
+        """Forgets a task version that is gone or replaced, stopping its local work."""
+        if local.handle is not None:
+            local.handle.terminate()
+        self._claims.drop_task(local.task.ref)
+        del self._local[task_id]
+        for desc in self.provider.get_local_tasks():
+            if desc.task_id == task_id and desc.version == local.task.version:
+                self._cleanup(task_id, desc)
+
+    def _cleanup(self, task_id: str, desc: TaskDescriptor) -> None:
+        try:
+            self.provider.cleanup_task(desc)
+        except Exception:  # retried at the next resync
+            self.log.exception("cleanup_task failed", extra={"task": task_id})
+        else:
+            self.log.info("local state cleaned up", extra={"task": task_id})
+
+    # -- callbacks and acks (on the callback pool) -----------------------------------------
+
+    def _settle(self, local: Local, task: Task) -> None:
+        try:
+            Settlement(self, local, task).run()
+        except DtaskqError as exc:
+            self.log.warning("settling failed: %s", exc, extra={"task": task.task_id})
+            local.dirty = True
+        except Exception:
+            self.log.exception("settling failed", extra={"task": task.task_id})

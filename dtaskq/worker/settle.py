@@ -1,0 +1,139 @@
+"""Group callbacks, barrier acks and finalization of one task on one node (DESIGN §3, §7)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from ..errors import AcksMissing, TaskNotFinalizing
+from ..models import Task, TaskStatus, UnitStatus
+
+if TYPE_CHECKING:
+    from .scheduler import Local, Scheduler
+
+MAX_ACK_ERROR = 65536
+
+_SWAPPED = (TaskStatus.SWAPPING, TaskStatus.FINISHED)
+"""Statuses in which an owning node runs its post phase (in FINISHED, only a replay)."""
+
+_GROUPS_MAY_RUN = (
+    TaskStatus.STARTED,
+    TaskStatus.PREPARING,
+    TaskStatus.SWAPPING,
+    TaskStatus.FINISHED,
+)
+
+
+def local_groups(task: Task, node: str, *, complete_only: bool) -> dict[str, list[str]]:
+    """Groups of a named-unit task in which ``node`` owns units -> those units' ids; with
+    ``complete_only``, only groups whose every unit is complete."""
+    members: defaultdict[str, list[tuple[str, str | None, UnitStatus]]] = defaultdict(list)
+    for unit in task.units.values():
+        members[unit.group].append((unit.id, unit.node, unit.status))
+    found = {}
+    for group, units in members.items():
+        if complete_only and any(status is not UnitStatus.COMPLETED for _, _, status in units):
+            continue
+        local = sorted(unit_id for unit_id, owner, _ in units if owner == node)
+        if local:
+            found[group] = local
+    return found
+
+
+class Settlement:
+    """One pass over a task's callbacks and acks on this node; repeatable, since every step
+    remembers in ``local`` (this process) or in Redis (acks) that it happened."""
+
+    def __init__(self, scheduler: Scheduler, local: Local, task: Task) -> None:
+        self._s = scheduler
+        self._local = local
+        self._task = task
+        self._node = scheduler.node
+        self._extra = {"task": task.task_id}
+
+    def run(self) -> None:
+        """Fires what is due for the task's current status."""
+        task, local = self._task, self._local
+        owner = self._node in task.nodes
+        if local.recovered and not local.recovery_decided:
+            self._decide_recovery()
+        if owner and task.status in _GROUPS_MAY_RUN:
+            self._group_callbacks()
+        if owner and task.status is TaskStatus.PREPARING and self._node not in task.prepare_acks:
+            errors = [e for e in local.groups.values() if e]
+            self._s.client.record_prepare_ack(task.ref, self._node, not errors, _joined(errors))
+            self._s.log.info("prepare ack recorded", extra=self._extra)
+        if owner and task.ack_barrier and task.status in _SWAPPED and not local.post_done:
+            self._post_phase()
+        if task.status is TaskStatus.SWAPPING and (local.post_done or _all_acked(task)):
+            self._finalize()
+        if task.status.is_terminal and not local.completed and (owner or local.started):
+            self._call("on_task_completed", task)
+            local.completed = True
+
+    def _decide_recovery(self) -> None:
+        """A restarted node skips the phases whose acks it recorded, unless the provider says
+        their local work is incomplete."""
+        task, local, node = self._task, self._local, self._node
+        local.recovery_decided = True
+        check = getattr(self._s.provider, "local_callbacks_done", None)
+        if check is not None and not check(task, node):
+            self._s.log.info("local callbacks incomplete: replaying them", extra=self._extra)
+            return
+        if task.prepare_barrier:
+            groups_done = node in task.prepare_acks
+        elif task.ack_barrier:
+            groups_done = node in task.post_acks
+        else:
+            groups_done = True
+        if groups_done:
+            local.groups = dict.fromkeys(local_groups(task, node, complete_only=True), "")
+        local.post_done = local.completed = node in task.post_acks or not task.ack_barrier
+
+    def _group_callbacks(self) -> None:
+        task, local = self._task, self._local
+        for group, unit_ids in local_groups(task, self._node, complete_only=True).items():
+            if group not in local.groups:
+                local.groups[group] = self._call("on_group_completed", task, group, unit_ids)
+
+    def _post_phase(self) -> None:
+        task, local = self._task, self._local
+        errors = [] if task.prepare_barrier else [e for e in local.groups.values() if e]
+        for group, unit_ids in local_groups(task, self._node, complete_only=False).items():
+            errors.append(self._call("on_swap_requested", task, group, unit_ids))
+        if not local.completed:
+            errors.append(self._call("on_task_completed", task))
+            local.completed = True
+        errors = [e for e in errors if e]
+        if self._node not in task.post_acks:
+            self._s.client.record_post_ack(task.ref, self._node, not errors, _joined(errors))
+            self._s.log.info("post ack recorded", extra=self._extra)
+        local.post_done = True
+
+    def _finalize(self) -> None:
+        try:
+            if self._s.client.finalize_task(self._task.ref):
+                self._s.log.info("finalized", extra=self._extra)
+        except (AcksMissing, TaskNotFinalizing):
+            pass  # another node's ack is still due, or the task moved on
+
+    def _call(self, name: str, *args: Any) -> str:
+        """Runs an optional provider callback; returns its error text, "" on success."""
+        callback = getattr(self._s.provider, name, None)
+        if callback is None:
+            return ""
+        try:
+            callback(*args)
+        except Exception as exc:  # a callback's failure is reported through the ack
+            self._s.log.warning("%s failed: %s", name, exc, extra=self._extra)
+            return f"{name}: {type(exc).__name__}: {exc}"
+        self._s.log.info("%s done", name, extra=self._extra)
+        return ""
+
+
+def _all_acked(task: Task) -> bool:
+    return all(n in task.post_acks and task.post_acks[n].success for n in task.nodes)
+
+
+def _joined(errors: list[str]) -> str:
+    return "; ".join(errors)[:MAX_ACK_ERROR]

@@ -1,0 +1,140 @@
+"""The recorder's throttle (DESIGN §7), driven by a fake clock against a real server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import dtaskq
+from dtaskq import InvalidArgument, UnitNotReady, UnitStatus
+from dtaskq.worker import Claims, Gate, Recorder, Worker
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def recorder_for(
+    client: dtaskq.Client, namespace: str, clock: Clock, **options: object
+) -> Recorder:
+    client.add_task(namespace, "t", units=["u1", "u2"], **options)  # type: ignore[arg-type]
+    task = client.get_task(namespace, "t")
+    assert task is not None
+    return Recorder(client, task, "n1", Claims(), Gate(1), interval=3.0, clock=clock)
+
+
+def progress(client: dtaskq.Client, namespace: str, unit: str) -> float:
+    task = client.get_task(namespace, "t")
+    assert task is not None
+    return task.units[unit].progress
+
+
+def test_progress_is_forwarded_at_most_once_per_interval(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    clock = Clock()
+    rec = recorder_for(client, namespace, clock)
+    assert rec.claim("u1") == 1
+    assert rec.progress("u1", 0.2) is True
+    clock.now += 1.0
+    assert rec.progress("u1", 0.3) is False
+    clock.now += 1.999
+    assert rec.progress("u1", 0.4) is False
+    assert progress(client, namespace, "u1") == 0.2
+    clock.now += 0.001
+    assert rec.progress("u1", 0.5) is True
+    assert progress(client, namespace, "u1") == 0.5
+    # Throttling is per unit.
+    assert rec.claim("u2") == 1
+    assert rec.progress("u2", 0.1) is True
+
+
+def test_claims_completions_and_failures_are_never_throttled(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    clock = Clock()
+    rec = recorder_for(client, namespace, clock)
+    rec.claim("u1")
+    assert rec.progress("u1", 0.5) is True
+    assert rec.progress("u1", 0.0) is True  # a claim again: forwarded, progress stays
+    assert progress(client, namespace, "u1") == 0.5
+    rec.complete("u1")
+    rec.claim("u2")
+    assert rec.progress("u2", 0.5) is True
+    assert rec.fail("u2", "broken") is False
+    task = client.get_task(namespace, "t")
+    assert task is not None
+    assert (task.units["u1"].status, task.units["u2"].status) == (
+        UnitStatus.COMPLETED,
+        UnitStatus.FAILED,
+    )
+
+
+def test_the_entry_goes_when_the_unit_ends(client: dtaskq.Client, namespace: str) -> None:
+    clock = Clock()
+    rec = recorder_for(client, namespace, clock, max_attempts=2, retry_backoff_ms=1)
+    rec.claim("u1")
+    assert rec.progress("u1", 0.5) is True
+    assert rec.fail("u1", "flaky", retryable=True) is True
+    time.sleep(0.01)
+    assert rec.claim("u1") == 2
+    assert rec.progress("u1", 0.6) is True  # same fake instant: no entry left to throttle it
+
+
+def test_a_failed_forward_leaves_no_entry(client: dtaskq.Client, namespace: str) -> None:
+    clock = Clock()
+    rec = recorder_for(client, namespace, clock, max_attempts=2, retry_backoff_ms=300)
+    rec.claim("u1")
+    assert rec.progress("u1", 0.5) is True
+    rec.fail("u1", "flaky", retryable=True)
+    with pytest.raises(UnitNotReady):
+        rec.progress("u1", 0.6)  # backing off: the forward fails
+    time.sleep(0.35)
+    assert rec.progress("u1", 0.7) is True  # same fake instant, forwarded: nothing throttles it
+    assert progress(client, namespace, "u1") == 0.7
+
+
+def test_range_claims_are_held_and_renewed(client: dtaskq.Client, namespace: str) -> None:
+    client.add_task(namespace, "r", unit_count=10)
+    task = client.get_task(namespace, "r")
+    assert task is not None
+    claims = Claims()
+    rec = Recorder(client, task, "n1", claims, Gate(1), clock=Clock())
+    first = rec.claim_next()
+    second = rec.claim_next(int(first))  # type: ignore[arg-type]
+    assert (first, second) == (0, 1)
+    assert {(c.unit, c.token) for c in claims.snapshot()} == {("0", 1), ("1", 1)}
+    rec.heartbeat()
+    assert not rec.is_lost(0)
+    rec.complete(0)
+    assert [c.unit for c in claims.snapshot()] == ["1"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"node_id": "has space"},
+        {"concurrency": 0},
+        {"lease_ms": 0},
+        {"grace_ms": -1},
+        {"resync_s": -1.0},
+        {"sweep_batch": 0},
+    ],
+)
+def test_worker_rejects_bad_options(client: dtaskq.Client, options: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgument):
+        Worker(client, {"ns": object()}, **options)  # type: ignore[arg-type,dict-item]
+
+
+def test_worker_needs_a_namespace(client: dtaskq.Client) -> None:
+    with pytest.raises(InvalidArgument):
+        Worker(client, {})
+    with pytest.raises(InvalidArgument):
+        Worker(client, {"bad name": object()})  # type: ignore[dict-item]

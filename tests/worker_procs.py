@@ -1,0 +1,117 @@
+"""Real ``dtaskq worker`` processes for tests, serving with tests/worker_provider.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+TESTS = Path(__file__).parent
+
+
+class Workers:
+    """Starts worker processes on one server and key prefix, reads what their providers
+    logged, and kills whatever is left at the end of a test."""
+
+    def __init__(self, url: str, prefix: str, namespace: str, r: redis.Redis) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.namespace = namespace
+        self.redis = r
+        self.log_key = f"{prefix}:testlog"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(
+        self,
+        node: str,
+        *,
+        lease_ms: int = 30_000,
+        grace_ms: int = 30_000,
+        concurrency: int = 2,
+        **env: str | int,
+    ) -> subprocess.Popen[bytes]:
+        """Starts ``dtaskq worker`` as ``node``; ``env`` sets DTQ_TEST_<NAME> variables."""
+        environ = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            DTQ_TEST_URL=self.url,
+            DTQ_TEST_LOG=self.log_key,
+            DTQ_TEST_NODE=node,
+            **{f"DTQ_TEST_{k.upper()}": str(v) for k, v in env.items()},
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dtaskq",
+                "worker",
+                "--url",
+                self.url,
+                "--prefix",
+                self.prefix,
+                "--namespace",
+                self.namespace,
+                "--provider",
+                "worker_provider:factory",
+                "--node-id",
+                node,
+                "--concurrency",
+                str(concurrency),
+                "--lease-ms",
+                str(lease_ms),
+                "--grace-ms",
+                str(grace_ms),
+                "--log-level",
+                "INFO",
+            ],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.procs[node] = proc
+        return proc
+
+    def signal(self, node: str, signum: int) -> None:
+        """Sends ``signum`` to ``node``'s process."""
+        self.procs[node].send_signal(signum)
+
+    def wait(self, node: str, timeout: float = 20) -> tuple[int, str]:
+        """Waits for ``node``'s process to exit: its exit code and its log lines."""
+        proc = self.procs.pop(node)
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err.decode()
+
+    def log(self, what: str | None = None, **match: Any) -> list[dict[str, Any]]:
+        """The providers' records, in order, optionally only of one kind and matching fields."""
+        entries = [json.loads(e) for e in self.redis.lrange(self.log_key, 0, -1)]
+        return [
+            e
+            for e in entries
+            if (what is None or e["what"] == what) and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    def until(self, condition: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+        """Polls ``condition`` until it is truthy; fails the test after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what or condition}")
+
+    def close(self) -> None:
+        """Kills every process still running."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=10)
+        self.procs.clear()
