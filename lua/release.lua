@@ -13,14 +13,7 @@
 -- Errors: DTQ_INVALID_ARGUMENT
 -- @include common
 
-local node = arg_id(ARGV[1], 'node id')
-if (#ARGV - 1) % 4 ~= 0 then fail('INVALID_ARGUMENT', 'claims come as (task id, version, unit id, token)') end
-for i = 2, #ARGV, 4 do
-  arg_id(ARGV[i], 'task id')
-  arg_id(ARGV[i + 1], 'version')
-  arg_id(ARGV[i + 2], 'unit id')
-  arg_int(ARGV[i + 3], 'token', 0, 9007199254740992)
-end
+local node = claim_list_args()
 
 local now = now_ms()
 local answers = {}

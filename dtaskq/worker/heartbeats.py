@@ -4,7 +4,6 @@ starve it (DESIGN §7)."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -12,6 +11,7 @@ from ..client import Client
 from ..errors import DtaskqError
 from ..models import ClaimStatus, TaskRef
 from .leases import Claim, Claims
+from .loop import Loop
 
 log = logging.getLogger("dtaskq.worker")
 
@@ -38,7 +38,7 @@ def renew(client: Client, node: str, claims: Claims, held: Sequence[Claim]) -> s
     return stopped
 
 
-class Heartbeats:
+class Heartbeats(Loop):
     """Renews each held claim a third of its lease (capped by ``max_lease_ms``) after its
     claim or last renewal, so that two renewals can fail before a lease runs out."""
 
@@ -56,26 +56,16 @@ class Heartbeats:
         self._claims = claims
         self._max_lease_ms = max_lease_ms
         self._on_stopped = on_stopped
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dtaskq-heartbeats", daemon=True)
-
-    def start(self) -> None:
-        """Starts the renewal thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stops renewing and waits for the thread."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        super().__init__("dtaskq-heartbeats")
 
     def period_s(self, claim: Claim) -> float:
         """Seconds between two renewals of ``claim``."""
         return max(TICK_S, min(claim.lease_ms, self._max_lease_ms) / 3000)
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Renews due claims every tick."""
         due: dict[Claim, float] = {}
-        while not self._stop.wait(TICK_S):
+        while not self.stopping.wait(TICK_S):
             now = time.monotonic()
             due = {c: due.get(c, now + self.period_s(c) - TICK_S) for c in self._claims.snapshot()}
             ready = [c for c, at in due.items() if at <= now]
@@ -85,6 +75,9 @@ class Heartbeats:
                 stopped = renew(self._client, self._node, self._claims, ready)
             except DtaskqError as exc:
                 log.warning("heartbeat failed: %s", exc)
+                continue
+            except Exception:  # the thread must outlive any surprise, or every lease goes
+                log.exception("heartbeat failed")
                 continue
             for claim in ready:
                 due[claim] = now + self.period_s(claim)

@@ -188,6 +188,9 @@ class UnitRunner:
         except (LeaseLost, TaskNotRunning) as exc:
             # Someone else owns the unit now, or the task ended: the outcome no longer counts.
             log.info("report dropped: %s", exc, extra=self._extra)
+        except DtaskqError as exc:
+            # The lease runs out and another claimer redoes the unit.
+            log.warning("report failed: %s", exc, extra=self._extra)
 
 
 async def _awaited(result: Awaitable[object]) -> None:

@@ -18,6 +18,7 @@ from ..models import Task, TaskRef, TaskStatus, UnitStatus
 from .gate import Gate
 from .leases import Claims
 from .logs import Fields
+from .loop import Loop
 from .provider import Provider, TaskDescriptor, TaskHandle
 from .recorder import DEFAULT_INTERVAL_S, Recorder
 from .settle import Settlement
@@ -46,7 +47,7 @@ class Local:
     dirty: bool = False
 
 
-class Scheduler:
+class Scheduler(Loop):
     """Runs the tasks of ``namespace`` through ``provider`` on this node.
 
     It wakes on the events the scripts write to each partition's stream (within milliseconds
@@ -80,21 +81,14 @@ class Scheduler:
         self._streams: dict[str, bytes] = {}
         self._woken: set[str] = set()
         self._woken_lock = threading.Lock()
-        self._stop = threading.Event()
         self._callbacks = ThreadPoolExecutor(4, thread_name_prefix=f"dtaskq-{namespace}-callbacks")
-        self._thread = threading.Thread(target=self._run, name=f"dtaskq-{namespace}", daemon=True)
+        super().__init__(f"dtaskq-{namespace}")
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Starts scheduling on a thread of its own."""
-        self._thread.start()
-
     def stop(self) -> None:
-        """Terminates every local handle and stops scheduling."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        """Stops scheduling and terminates every local handle."""
+        super().stop()
         for local in list(self._local.values()):
             if local.handle is not None:
                 local.handle.terminate()
@@ -115,9 +109,10 @@ class Scheduler:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Reacts to events and resyncs until stopped."""
         next_resync = 0.0
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 # A namespace without partitions gets them with its first task: look for them
                 # at every pass until then, not only at the slow resync.
@@ -129,7 +124,10 @@ class Scheduler:
                     self._evaluate(task_id, self.client.get_task(self.namespace, task_id))
             except (DtaskqError, redis.RedisError) as exc:
                 self.log.warning("scheduling pass failed: %s", exc)
-                self._stop.wait(0.5)
+                self.stopping.wait(0.5)
+            except Exception:  # a provider's bug must not end scheduling for good
+                self.log.exception("scheduling pass failed")
+                self.stopping.wait(0.5)
 
     def _take_woken(self) -> set[str]:
         with self._woken_lock:
@@ -153,7 +151,7 @@ class Scheduler:
     def _events(self) -> set[str]:
         """Ids of the tasks that events name, waiting up to EVENT_BLOCK_MS for some."""
         if not self._streams:
-            self._stop.wait(EVENT_BLOCK_MS / 1000)
+            self.stopping.wait(EVENT_BLOCK_MS / 1000)
             return set()
         streams: Any = dict(self._streams)
         read: Any = self.client.redis.xread(streams, count=1000, block=EVENT_BLOCK_MS)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-
 import redis
 
 from ..client import Client
 from ..errors import DtaskqError
 from ..ops import DEFAULT_SWEEP_BATCH
 from .logs import Fields
+from .loop import Loop
 
 DEFAULT_SWEEP_INTERVAL_S = 1.0
 
 
-class Sweeper:
+class Sweeper(Loop):
     """Every ``interval_s``, sweeps each partition of the served namespaces whose lock it
     wins, ``batch`` items per call while more are due.
 
@@ -38,18 +37,7 @@ class Sweeper:
         self._interval_s = interval_s
         self._batch = batch
         self._log = Fields(node=node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dtaskq-sweeper", daemon=True)
-
-    def start(self) -> None:
-        """Starts sweeping on a thread of its own."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stops sweeping and waits for the thread."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        super().__init__("dtaskq-sweeper")
 
     def sweep_once(self) -> None:
         """Sweeps every served partition whose lock this worker wins now."""
@@ -60,7 +48,7 @@ class Sweeper:
                     partition.sweep_lock_key(), self._node, nx=True, px=lock_ms
                 ):
                     continue
-                while not self._stop.is_set():
+                while not self.stopping.is_set():
                     result = self._client.sweep(namespace, partition.index, self._batch)
                     if result.reclaimed or result.deleted:
                         self._log.info(
@@ -72,9 +60,12 @@ class Sweeper:
                     if not result.more:
                         break
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+    def run(self) -> None:
+        """Sweeps every interval."""
+        while not self.stopping.wait(self._interval_s):
             try:
                 self.sweep_once()
             except (DtaskqError, redis.RedisError) as exc:
                 self._log.warning("sweep failed: %s", exc)
+            except Exception:  # keep sweeping at the next interval
+                self._log.exception("sweep failed")

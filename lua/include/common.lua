@@ -280,6 +280,20 @@ local function unit_call_args()
     arg_id(ARGV[4], 'node id')
 end
 
+-- ARGV of the scripts that act on a node's claims across a partition (heartbeat, release):
+-- the node id, then quads (task id, version, unit id, token). Returns the node id.
+local function claim_list_args()
+  local node = arg_id(ARGV[1], 'node id')
+  if (#ARGV - 1) % 4 ~= 0 then fail('INVALID_ARGUMENT', 'claims come as (task id, version, unit id, token)') end
+  for i = 2, #ARGV, 4 do
+    arg_id(ARGV[i], 'task id')
+    arg_id(ARGV[i + 1], 'version')
+    arg_id(ARGV[i + 2], 'unit id')
+    arg_int(ARGV[i + 3], 'token', 0, 9007199254740992)
+  end
+  return node
+end
+
 -- The checks of a report that takes effect (claim, complete, fail): the task runs, the unit
 -- is not terminal, and `node` may hold it. Returns a copy of the unit as claimed by `node`.
 local function claim_for_report(t, unit_id, stored, node, token, now)
