@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from dtaskq.worker.processes import WorkerProcesses
 
 TESTS = Path(__file__).parent
 
@@ -27,7 +27,11 @@ class Workers:
         self.namespace = namespace
         self.redis = r
         self.log_key = f"{prefix}:testlog"
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        pythonpath = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+        self.procs = WorkerProcesses(
+            [sys.executable, "-m", "dtaskq", "worker"],
+            {"PYTHONPATH": pythonpath, "DTQ_TEST_URL": url, "DTQ_TEST_LOG": self.log_key},
+        )
 
     def start(
         self,
@@ -37,57 +41,24 @@ class Workers:
         grace_ms: int = 30_000,
         concurrency: int = 2,
         **env: str | int,
-    ) -> subprocess.Popen[bytes]:
+    ) -> None:
         """Starts ``dtaskq worker`` as ``node``; ``env`` sets DTQ_TEST_<NAME> variables."""
-        environ = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-            DTQ_TEST_URL=self.url,
-            DTQ_TEST_LOG=self.log_key,
-            DTQ_TEST_NODE=node,
-            **{f"DTQ_TEST_{k.upper()}": str(v) for k, v in env.items()},
-        )
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dtaskq",
-                "worker",
-                "--url",
-                self.url,
-                "--prefix",
-                self.prefix,
-                "--namespace",
-                self.namespace,
-                "--provider",
-                "worker_provider:factory",
-                "--node-id",
-                node,
-                "--concurrency",
-                str(concurrency),
-                "--lease-ms",
-                str(lease_ms),
-                "--grace-ms",
-                str(grace_ms),
-                "--log-level",
-                "INFO",
-            ],
-            env=environ,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.procs[node] = proc
-        return proc
+        options = [
+            "--url", self.url, "--prefix", self.prefix, "--namespace", self.namespace,
+            "--provider", "worker_provider:factory", "--node-id", node,
+            "--concurrency", str(concurrency), "--lease-ms", str(lease_ms),
+            "--grace-ms", str(grace_ms), "--log-level", "INFO",
+        ]  # fmt: skip
+        settings = {f"DTQ_TEST_{k.upper()}": str(v) for k, v in env.items()}
+        self.procs.start(node, options, {"DTQ_TEST_NODE": node, **settings})
 
     def signal(self, node: str, signum: int) -> None:
         """Sends ``signum`` to ``node``'s process."""
-        self.procs[node].send_signal(signum)
+        self.procs.signal(node, signum)
 
     def wait(self, node: str, timeout: float = 20) -> tuple[int, str]:
         """Waits for ``node``'s process to exit: its exit code and its log lines."""
-        proc = self.procs.pop(node)
-        _, err = proc.communicate(timeout=timeout)
-        return proc.returncode, err.decode()
+        return self.procs.wait(node, timeout), self.procs.log(node)
 
     def log(self, what: str | None = None, **match: Any) -> list[dict[str, Any]]:
         """The providers' records, in order, optionally only of one kind and matching fields."""
@@ -110,8 +81,4 @@ class Workers:
 
     def close(self) -> None:
         """Kills every process still running."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=10)
-        self.procs.clear()
+        self.procs.close()
