@@ -138,3 +138,23 @@ def test_worker_needs_a_namespace(client: dtaskq.Client) -> None:
         Worker(client, {})
     with pytest.raises(InvalidArgument):
         Worker(client, {"bad name": object()})  # type: ignore[dict-item]
+
+
+def test_returned_units_are_claimed_before_the_span_goes_on(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    ref = client.add_task(namespace, "r", unit_count=10, lease_ms=400)
+    task = client.get_task(namespace, "r")
+    assert task is not None
+    dead = client.claim(ref, "dead", max_units=1, last=4)  # unit 5, left to expire
+    assert dead == [5]
+    time.sleep(0.25)
+    rec = Recorder(client, task, "n1", Claims(), Gate(1), clock=Clock())
+    assert rec.claim_next() == 0
+    time.sleep(0.25)  # the dead node's lease has run out, n1's has not
+    assert rec.claim_next(0) == 1  # this claim ends the dead lease: unit 5 waits again
+    rec.units_returned()
+    back = rec.claim_next(1)
+    assert (back, getattr(back, "token", None)) == (5, 2)
+    assert rec.claim_next(5) == 6  # a first claim again: back to following spans
+    assert rec.claim_next(6) == 7

@@ -49,6 +49,7 @@ class Recorder:
         self._clock = clock
         self._lock = threading.Lock()
         self._sent: dict[str, float] = {}
+        self._returned = threading.Event()
 
     @property
     def stopping(self) -> bool:
@@ -68,14 +69,25 @@ class Recorder:
         return token
 
     def claim_next(self, last: int | None = None) -> ClaimedUnit | Done:
-        """Claims a range unit: ``last + 1`` while it is free, else as ``claim_first``."""
-        if last is None:
+        """Claims a range unit: ``last + 1`` while it is free, else as ``claim_first``.
+
+        After :meth:`units_returned`, claims go through ``claim_first`` (which hands out units
+        waiting to be claimed again before anything else) until one yields a unit claimed for
+        the first time: returned units then run at once rather than when a span ends."""
+        if last is None or self._returned.is_set():
             claimed = self.client.claim_first(self.ref, self.node)
+            if not isinstance(claimed, ClaimedUnit) or claimed.token == 1:
+                self._returned.clear()
         else:
             claimed = self.client.claim_next(self.ref, self.node, last)
         if isinstance(claimed, ClaimedUnit):
             self._hold(str(claimed), claimed.token)
         return claimed
+
+    def units_returned(self) -> None:
+        """Tells the recorder that units of its task went back to waiting (an expired lease,
+        a retryable failure, a release); the scheduler calls it on the task's events."""
+        self._returned.set()
 
     def progress(self, unit: str | int, value: float) -> bool:
         """Forwards progress in [0, 1] unless this unit's was forwarded less than the throttle

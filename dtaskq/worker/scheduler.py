@@ -24,6 +24,7 @@ from .recorder import DEFAULT_INTERVAL_S, Recorder
 from .settle import Settlement
 
 DEFAULT_RESYNC_S = 5.0
+HANDLE_MIN_S = 1.0
 EVENT_BLOCK_MS = 250
 """How long one read of the event streams blocks: also how soon the scheduler notices that
 its callbacks finished or that it should stop."""
@@ -37,6 +38,9 @@ class Local:
     recovered: bool
     """First seen past STARTED: this process did not see the task run."""
     handle: TaskHandle | None = None
+    recorder: Recorder | None = None
+    started_at: float = 0.0
+    end_seen: bool = False
     started: bool = False
     groups: dict[str, str] = field(default_factory=dict)
     """Groups whose callback ran (or needs no rerun) -> its error, "" for success."""
@@ -77,6 +81,7 @@ class Scheduler(Loop):
         self._resync_s = resync_s
         self._progress_interval = progress_interval
         self.log = Fields(node=node, ns=namespace)
+        self._node_bytes = node.encode()
         self._local: dict[str, Local] = {}
         self._streams: dict[str, bytes] = {}
         self._woken: set[str] = set()
@@ -130,13 +135,20 @@ class Scheduler(Loop):
                 self.stopping.wait(0.5)
 
     def _take_woken(self) -> set[str]:
+        """Tasks to reread besides those events named: woken by heartbeats, whose callbacks
+        ran while more changed, or whose handle just ended (units may have come back while it
+        ran, with no event still to come). A handle that ended within HANDLE_MIN_S of its start
+        is left to events and the resync, so that nothing restarts in a tight loop."""
         with self._woken_lock:
             woken, self._woken = self._woken, set()
-        woken.update(
-            task_id
-            for task_id, local in list(self._local.items())
-            if local.dirty and (local.busy is None or local.busy.done())
-        )
+        now = time.monotonic()
+        for task_id, local in list(self._local.items()):
+            if local.dirty and (local.busy is None or local.busy.done()):
+                woken.add(task_id)
+            if local.handle is not None and not local.end_seen and local.handle.done():
+                local.end_seen = True
+                if now - local.started_at >= HANDLE_MIN_S:
+                    woken.add(task_id)
         return woken
 
     def _follow_partitions(self) -> None:
@@ -157,9 +169,20 @@ class Scheduler(Loop):
         read: Any = self.client.redis.xread(streams, count=1000, block=EVENT_BLOCK_MS)
         task_ids: set[str] = set()
         for key, entries in read or []:
-            task_ids.update(fields[b"task"].decode() for _, fields in entries)
+            for _, fields in entries:
+                task_id = fields[b"task"].decode()
+                task_ids.add(task_id)
+                if fields[b"kind"] == b"returned" and fields[b"node"] in (b"", self._node_bytes):
+                    self._units_returned(task_id)
             self._streams[key.decode()] = entries[-1][0]
         return task_ids
+
+    def _units_returned(self, task_id: str) -> None:
+        """Units of a task this node runs are claimable again: its running handle takes them
+        before it goes on with its spans, instead of when a span ends."""
+        local = self._local.get(task_id)
+        if local is not None and local.recorder is not None:
+            local.recorder.units_returned()
 
     def _resync(self) -> None:
         tasks = {
@@ -228,10 +251,13 @@ class Scheduler(Loop):
         )
         try:
             local.handle = self.provider.start_task(task, recorder)
+            local.recorder = recorder
         except Exception:  # a provider's bug must not stop the worker
             self.log.exception("start_task failed", extra={"task": task.task_id})
             return
         local.started = True
+        local.started_at = time.monotonic()
+        local.end_seen = False
         self.log.info("started (version %d)", task.version, extra={"task": task.task_id})
 
     def _retire(self, task_id: str, local: Local) -> None:
