@@ -3,7 +3,8 @@
 ``dtaskq worker --provider noop_provider:factory`` loads it with ``bench/`` on PYTHONPATH. Its
 settings come from the environment: ``$DTASKQ_REDIS_URL`` (the server), ``$NOOP_NODE`` (the
 node id; providers are not told it), ``$NOOP_KEYS`` (a key prefix for its records) and
-``$NOOP_THREADS`` (unit threads per task, default 4).
+``$NOOP_THREADS`` (unit threads per task, default 4) and ``$NOOP_BATCH`` (range units each
+thread claims per call, default 1).
 
 So that counting costs the units next to nothing, each node counts in memory and a thread
 writes the counts every :data:`FLUSH_S` seconds: per task, the hash ``<keys>:stats:<task>:<node>``
@@ -41,11 +42,12 @@ class _Count:
 class NoopProvider:
     """Runs every range unit it can claim with a function that does nothing."""
 
-    def __init__(self, r: redis.Redis, node: str, keys: str, threads: int) -> None:
+    def __init__(self, r: redis.Redis, node: str, keys: str, threads: int, batch: int) -> None:
         self.redis = r
         self.node = node
         self.keys = keys
         self.threads = threads
+        self.batch = batch
         self._lock = threading.Lock()
         self._counts: dict[str, _Count] = {}
         self._local: set[TaskDescriptor] = set()
@@ -62,7 +64,7 @@ class NoopProvider:
     def start_task(self, task: Task, recorder: Recorder) -> UnitRunner:
         """Runs the task's units on ``threads`` threads."""
         self._local.add(TaskDescriptor(task.task_id, task.version))
-        return UnitRunner(task, recorder, self._run, concurrency=self.threads)
+        return UnitRunner(task, recorder, self._run, concurrency=self.threads, batch=self.batch)
 
     def _run(self, ctx: UnitContext) -> None:
         task_id = ctx.task.task_id
@@ -112,4 +114,5 @@ def factory(namespace: str) -> NoopProvider:
         os.environ["NOOP_NODE"],
         os.environ["NOOP_KEYS"],
         int(os.environ.get("NOOP_THREADS", "4")),
+        int(os.environ.get("NOOP_BATCH", "1")),
     )

@@ -306,7 +306,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         *("--node-id", node, "--concurrency", str(args.threads)),
                         *("--lease-ms", str(args.lease_ms), "--log-level", "INFO"),
                     ]
-                    env = {"NOOP_NODE": node, "NOOP_THREADS": str(args.threads)}
+                    env = {
+                        "NOOP_NODE": node,
+                        "NOOP_THREADS": str(args.threads),
+                        "NOOP_BATCH": str(args.batch),
+                    }
                     workers.start(node, options, env)
                 workers.wait_started(30.0)
                 wait_finished(client, ref)
@@ -328,6 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "params": {
             "workers": args.workers,
             "threads": args.threads,
+            "batch": args.batch,
             "units": args.units,
             "lease_ms": args.lease_ms,
             "kill_at": args.kill_at,
@@ -345,6 +350,8 @@ def table(report: dict[str, Any]) -> str:
     kill = report["results"]["kill"]
     us = thr["per_unit_us"]
     setup = f"{params['workers']} workers x {params['threads']} threads"
+    if params.get("batch", 1) > 1:
+        setup += f", batches of {params['batch']}"
     rows = [("measure", "result", "server script", "server CPU", "workers' CPU")]
     rows.append(
         (
@@ -389,7 +396,13 @@ def table(report: dict[str, Any]) -> str:
 
 
 def _seconds(values: Sequence[float | None]) -> str:
-    return ", ".join("-" if v is None else f"{v:.2f} s" for v in values)
+    """Up to three values as they are; more as their range and median."""
+    known = sorted(v for v in values if v is not None)
+    missing = len(values) - len(known)
+    if len(values) <= 3 or not known:
+        return ", ".join("-" if v is None else f"{v:.2f} s" for v in values)
+    text = f"{known[0]:.2f}-{known[-1]:.2f} s (median {statistics.median(known):.2f} s)"
+    return text + (f", {missing} unknown" if missing else "")
 
 
 def fraction(text: str) -> float:
@@ -416,6 +429,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=positive, default=4, help="unit threads per worker (default 4)"
     )
     p.add_argument("--units", type=positive, default=20_000, help="units per task (default 20000)")
+    p.add_argument(
+        "--batch", type=positive, default=1, help="range units claimed per call (default 1)"
+    )
     p.add_argument(
         "--lease-ms", type=positive, default=2_000, help="lease of the tasks (default 2000)"
     )

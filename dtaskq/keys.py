@@ -110,6 +110,11 @@ class Partition:
         and schedulers read."""
         return f"{self.base}events"
 
+    def lease_index_key(self) -> str:
+        """The partition's lease index (zset "<task>\\n<unit>" -> lease deadline, server ms);
+        the sweeper reads its earliest deadline to wake when the first lease runs out."""
+        return f"{self.base}leases"
+
     def sweep_lock_key(self) -> str:
         """The short-lived lock a worker takes (SET NX PX) before sweeping this partition, so
         that workers do not sweep it at once; no script uses it."""

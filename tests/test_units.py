@@ -121,9 +121,11 @@ def test_wrong_token_of_the_holder_is_lease_lost(
 def test_old_token_after_lease_expiry_is_lease_lost(
     client: dtaskq.Client, namespace: str, rejects: Rejects
 ) -> None:
-    ref = client.add_task(namespace, "short", units=REPORTS, lease_ms=100)
+    # Each claim of n2 gets the same short lease: long enough for the checks that follow it
+    # on a loaded machine.
+    ref = client.add_task(namespace, "short", units=REPORTS, lease_ms=500)
     old = {kind: client.claim_unit(ref, "n1", kind) for kind in REPORTS}
-    time.sleep(0.13)
+    time.sleep(0.53)
     for kind in REPORTS:  # one unit per kind of report
         # Expired but not yet claimed again: the unit is free, the old token is dead.
         rejects(LeaseLost, report(client, kind), ref, "n1", kind, old[kind])
@@ -139,9 +141,11 @@ def test_old_holder_after_another_node_reclaimed_is_wrong_node(
 ) -> None:
     # The node is checked before the token, so once another node holds the unit the old
     # holder's stale report is UnitWrongNode (its heartbeat says LOST: test_leases).
-    ref = client.add_task(namespace, "short", units=REPORTS, lease_ms=100)
+    # Each claim of n2 gets the same short lease: long enough for the checks that follow it
+    # on a loaded machine.
+    ref = client.add_task(namespace, "short", units=REPORTS, lease_ms=500)
     old = {kind: client.claim_unit(ref, "n1", kind) for kind in REPORTS}
-    time.sleep(0.13)
+    time.sleep(0.53)
     for kind in REPORTS:
         assert client.claim_unit(ref, "n2", kind) == old[kind] + 1
         rejects(UnitWrongNode, report(client, kind), ref, "n1", kind, old[kind])

@@ -162,7 +162,7 @@ def test_a_second_signal_exits_at_once(
     workers.start("a", unit_ms=60_000, work="sleep", grace_ms=60_000)
     workers.until(lambda: workers.log("begin"), what="unit running")
     workers.signal("a", signal.SIGTERM)
-    time.sleep(0.3)
+    workers.until(lambda: "stopping:" in workers.procs.log("a"), what="graceful stop begun")
     workers.signal("a", signal.SIGTERM)
     code, _ = workers.wait("a", timeout=5)
     assert code == 128 + signal.SIGTERM

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..client import Client
 from ..errors import UnitWrongNode
@@ -69,19 +69,26 @@ class Recorder:
         return token
 
     def claim_next(self, last: int | None = None) -> ClaimedUnit | Done:
-        """Claims a range unit: ``last + 1`` while it is free, else as ``claim_first``.
+        """Claims a range unit: ``last + 1`` while it is free, else as ``claim_first``."""
+        claimed = self.claim_range(last, 1)
+        return claimed[0] if isinstance(claimed, list) else claimed
 
-        After :meth:`units_returned`, claims go through ``claim_first`` (which hands out units
-        waiting to be claimed again before anything else) until one yields a unit claimed for
-        the first time: returned units then run at once rather than when a span ends."""
-        if last is None or self._returned.is_set():
-            claimed = self.client.claim_first(self.ref, self.node)
-            if not isinstance(claimed, ClaimedUnit) or claimed.token == 1:
-                self._returned.clear()
-        else:
-            claimed = self.client.claim_next(self.ref, self.node, last)
-        if isinstance(claimed, ClaimedUnit):
-            self._hold(str(claimed), claimed.token)
+    def claim_range(self, last: int | None, max_units: int) -> list[ClaimedUnit] | Done:
+        """Claims up to ``max_units`` range units in one call, as ``Client.claim`` does:
+        the first after ``last`` (or as ``claim_first`` when None), each next one after the one
+        before it.
+
+        After :meth:`units_returned`, claims start as ``claim_first`` (which hands out units
+        waiting to be claimed again before anything else) until one yields only units claimed
+        for the first time: returned units then run at once rather than when a span ends."""
+        if self._returned.is_set():
+            last = None
+        claimed = self.client.claim(self.ref, self.node, max_units, last)
+        if last is None and (not isinstance(claimed, list) or claimed[0].token == 1):
+            self._returned.clear()
+        if isinstance(claimed, list):
+            for unit in claimed:
+                self._hold(str(unit), unit.token)
         return claimed
 
     def units_returned(self) -> None:
@@ -129,14 +136,20 @@ class Recorder:
     def release(self, unit: str | int) -> bool:
         """Gives a claimed unit back without reporting on it, so that another claimer takes it
         at once; True when it was still held."""
-        key = str(unit)
-        token = self._claims.token(self.ref, key)
+        return self.release_all([unit]) == 1
+
+    def release_all(self, units: Sequence[str | int]) -> int:
+        """Gives claimed units back in one call, as :meth:`release`; how many were held."""
+        keys = [str(u) for u in units]
+        held = [(k, t) for k in keys if (t := self._claims.token(self.ref, k)) is not None]
         try:
-            if token is None:
-                return False
-            return self.client.release(self.node, [(self.ref, key, token)])[0]
+            if not held:
+                return 0
+            answers = self.client.release(self.node, [(self.ref, k, t) for k, t in held])
+            return sum(answers)
         finally:
-            self._forget(key)
+            for key in keys:
+                self._forget(key)
 
     def heartbeat(self) -> None:
         """Renews this task's claims now (the worker also does so on its own thread)."""

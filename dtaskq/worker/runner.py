@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from .. import validate
 from ..errors import DtaskqError, LeaseLost, TaskNotRunning, UnitNotReady
 from ..models import ClaimedUnit, Task, UnitStatus
 from .recorder import Recorder
@@ -62,7 +63,9 @@ class UnitRunner:
 
     Range tasks are claimed with ``claim_next`` (each thread continues its span); named tasks
     by trying each unit that is not terminal and not held by another node, or only those in
-    ``units`` when given. A coroutine function runs on an event loop of its thread.
+    ``units`` when given. With ``batch`` > 1 each thread claims that many range units in one
+    call (``Client.claim``) and runs them in turn: fewer round trips for short units. A
+    coroutine function runs on an event loop of its thread.
 
     ``fn`` returning completes the unit, unless it returned after termination (its work may
     be partial: the unit is left to the next claimer); raising fails it, retryably unless it
@@ -77,8 +80,10 @@ class UnitRunner:
         *,
         concurrency: int | None = None,
         units: Iterable[str] | None = None,
+        batch: int = 1,
     ) -> None:
         self.task = task
+        self._batch = validate.integer(batch, "batch", 1, 1000)
         self.recorder = recorder
         self._fn = fn
         self._terminate = threading.Event()
@@ -123,43 +128,54 @@ class UnitRunner:
 
     def _loop(self) -> None:
         last: int | None = None
-        while not self._terminate.is_set() and self.recorder.gate.enter():
-            try:
-                claimed = self._claim(last)
-                if claimed is None:
+        batch: list[ClaimedUnit] = []  # range units claimed ahead, not started yet
+        try:
+            while not self._terminate.is_set() and self.recorder.gate.enter():
+                try:
+                    claimed = self._claim(last, batch)
+                    if claimed is None:
+                        return
+                    unit, token = claimed
+                    if self._named is None:
+                        last = int(unit)
+                    self._run(unit, token)
+                except TaskNotRunning:
                     return
-                unit, token = claimed
-                if self._named is None:
-                    last = int(unit)
-                self._run(unit, token)
-            except TaskNotRunning:
-                return
-            except UnitNotReady as exc:
-                self._terminate.wait((exc.retry_after_ms or 100) / 1000)
-            except DtaskqError as exc:
-                log.warning("claim failed: %s", exc, extra=self._extra)
-                self._terminate.wait(1.0)
-            finally:
-                self.recorder.gate.leave()
+                except UnitNotReady as exc:
+                    self._terminate.wait((exc.retry_after_ms or 100) / 1000)
+                except DtaskqError as exc:
+                    log.warning("claim failed: %s", exc, extra=self._extra)
+                    self._terminate.wait(1.0)
+                finally:
+                    self.recorder.gate.leave()
+        finally:
+            # Units claimed ahead but never started go back at once, not after their leases.
+            if batch:
+                self._report(lambda: self.recorder.release_all(batch))
 
-    def _claim(self, last: int | None) -> tuple[str, int] | None:
+    def _claim(self, last: int | None, batch: list[ClaimedUnit]) -> tuple[str, int] | None:
         """The next unit this thread runs and its token, or None when none is left."""
         if self._named is None:
-            claimed = self.recorder.claim_next(last)
-            return (str(claimed), claimed.token) if isinstance(claimed, ClaimedUnit) else None
+            if not batch:
+                claimed = self.recorder.claim_range(last, self._batch)
+                if not isinstance(claimed, list):
+                    return None
+                batch.extend(claimed)
+            unit = batch.pop(0)
+            return str(unit), unit.token
         while True:
             with self._lock:
                 if not self._named:
                     return None
-                unit = self._named.pop(0)
+                unit_id = self._named.pop(0)
             try:
-                token = self.recorder.claim(unit)
+                token = self.recorder.claim(unit_id)
             except UnitNotReady:
                 with self._lock:
-                    self._named.append(unit)
+                    self._named.append(unit_id)
                 raise
             if token is not None:
-                return unit, token
+                return unit_id, token
 
     def _run(self, unit: str, token: int) -> None:
         ctx = UnitContext(self.task, unit, token, self.recorder, self)
@@ -172,7 +188,8 @@ class UnitRunner:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("unit failed: %s", error, extra=extra)
             retry = not isinstance(exc, FatalError)
-            self._report(lambda: self.recorder.fail(unit, error, retry))
+            if self._report(lambda: self.recorder.fail(unit, error, retry)):
+                self._retry_later(unit)
             return
         if ctx.terminated:
             # Work that returns after being told to stop may be partial: leave the unit to
@@ -182,15 +199,25 @@ class UnitRunner:
             return
         self._report(lambda: self.recorder.complete(unit))
 
-    def _report(self, report: Callable[[], object]) -> None:
+    def _retry_later(self, unit: str) -> None:
+        """A unit put back for a retry comes back to this runner once its backoff is over."""
+        if self._named is None:
+            self.recorder.units_returned()
+        else:
+            with self._lock:
+                self._named.append(unit)
+
+    def _report(self, report: Callable[[], object]) -> object:
+        """What ``report`` returned; None when the report was rejected or failed."""
         try:
-            report()
+            return report()
         except (LeaseLost, TaskNotRunning) as exc:
             # Someone else owns the unit now, or the task ended: the outcome no longer counts.
             log.info("report dropped: %s", exc, extra=self._extra)
         except DtaskqError as exc:
             # The lease runs out and another claimer redoes the unit.
             log.warning("report failed: %s", exc, extra=self._extra)
+        return None
 
 
 async def _awaited(result: Awaitable[object]) -> None:

@@ -6,20 +6,27 @@ import redis
 
 from ..client import Client
 from ..errors import DtaskqError
+from ..keys import Partition
 from ..ops import DEFAULT_SWEEP_BATCH
 from .logs import Fields
 from .loop import Loop
 
 DEFAULT_SWEEP_INTERVAL_S = 1.0
+LOCK_MS = 100
+"""How long a sweep keeps other workers off its partition: long enough for a bounded sweep,
+short enough that the first worker to wake when a lease runs out sweeps at once."""
+MIN_WAIT_S = 0.02
+EXPIRY_SLACK_S = 0.005
+"""Past a deadline, so that the lease is over by the server's clock when the sweep runs."""
 
 
 class Sweeper(Loop):
     """Every ``interval_s``, sweeps each partition of the served namespaces whose lock it
     wins, ``batch`` items per call while more are due.
 
-    The lock is a key set with NX for one interval and never deleted: whichever worker sets it
-    first sweeps that partition this interval, the others skip it. Sweeping is idempotent, so
-    the lock only saves work.
+    Between intervals it also wakes when the earliest lease of its partitions runs out. The lock
+    is a key set with NX for LOCK_MS and never deleted: whichever worker sets it first sweeps,
+    the others skip the partition. Sweeping is idempotent, so the lock only saves work.
     """
 
     def __init__(
@@ -39,32 +46,53 @@ class Sweeper(Loop):
         self._log = Fields(node=node)
         super().__init__("dtaskq-sweeper")
 
-    def sweep_once(self) -> None:
-        """Sweeps every served partition whose lock this worker wins now."""
-        lock_ms = max(1, int(self._interval_s * 1000))
+    def sweep_once(self) -> float:
+        """Sweeps every served partition whose lock this worker wins now. Returns the seconds
+        until the earliest lease of these partitions runs out (at most the interval)."""
+        next_due = self._interval_s
         for namespace in self._namespaces:
             for partition in self._client.partitions(namespace):
-                if not self._client.redis.set(
-                    partition.sweep_lock_key(), self._node, nx=True, px=lock_ms
+                if self._client.redis.set(
+                    partition.sweep_lock_key(), self._node, nx=True, px=LOCK_MS
                 ):
-                    continue
-                while not self.stopping.is_set():
-                    result = self._client.sweep(namespace, partition.index, self._batch)
-                    if result.reclaimed or result.deleted:
-                        self._log.info(
-                            "swept: %d leases ended, %d tasks deleted",
-                            result.reclaimed,
-                            result.deleted,
-                            extra={"ns": namespace},
-                        )
-                    if not result.more:
-                        break
+                    self._sweep(namespace, partition.index)
+                next_due = min(next_due, self._first_expiry_s(partition))
+        return next_due
+
+    def _sweep(self, namespace: str, index: int) -> None:
+        while not self.stopping.is_set():
+            result = self._client.sweep(namespace, index, self._batch)
+            if result.reclaimed or result.deleted:
+                self._log.info(
+                    "swept: %d leases ended, %d tasks deleted",
+                    result.reclaimed,
+                    result.deleted,
+                    extra={"ns": namespace},
+                )
+            if not result.more:
+                return
+
+    def _first_expiry_s(self, partition: Partition) -> float:
+        """Seconds until the partition's earliest lease deadline, by the server's clock."""
+        pipe = self._client.redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(partition.lease_index_key(), 0, 0, withscores=True)
+        (seconds, micros), first = pipe.execute()
+        if not first:
+            return self._interval_s
+        due_ms: float = first[0][1] - (seconds * 1000 + micros / 1000)
+        # A lease already past its deadline is another worker's to sweep (it holds the lock):
+        # look again shortly rather than spin.
+        return max(MIN_WAIT_S, due_ms / 1000)
 
     def run(self) -> None:
-        """Sweeps every interval."""
-        while not self.stopping.wait(self._interval_s):
+        """Sweeps every interval, and as soon as a lease runs out: a dead node's units then
+        come back at once even when no claim ends their leases on the way."""
+        wait = self._interval_s
+        while not self.stopping.wait(wait + EXPIRY_SLACK_S):
+            wait = self._interval_s
             try:
-                self.sweep_once()
+                wait = self.sweep_once()
             except (DtaskqError, redis.RedisError) as exc:
                 self._log.warning("sweep failed: %s", exc)
             except Exception:  # keep sweeping at the next interval

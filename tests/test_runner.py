@@ -1,0 +1,117 @@
+"""UnitRunner, the ready-made task handle, in this process against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+
+import pytest
+
+import dtaskq
+from dtaskq import InvalidArgument, TaskStatus, UnitStatus
+from dtaskq.worker import Claims, FatalError, Gate, Recorder, UnitContext, UnitRunner
+
+
+def runner_for(
+    client: dtaskq.Client, namespace: str, fn: object, *, slots: int = 2, **options: object
+) -> tuple[UnitRunner, Claims]:
+    task = client.get_task(namespace, "t")
+    assert task is not None
+    claims = Claims()
+    recorder = Recorder(client, task, "n1", claims, Gate(slots))
+    return UnitRunner(task, recorder, fn, **options), claims  # type: ignore[arg-type]
+
+
+def status(client: dtaskq.Client, namespace: str) -> dtaskq.Task:
+    task = client.get_task(namespace, "t")
+    assert task is not None
+    return task
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_every_range_unit_runs_once(client: dtaskq.Client, namespace: str, batch: int) -> None:
+    client.add_task(namespace, "t", unit_count=23, workers_hint=2)
+    ran: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def work(ctx: UnitContext) -> None:
+        with lock:
+            ran[ctx.unit_number] += 1
+
+    runner, claims = runner_for(client, namespace, work, batch=batch)
+    runner.join(10)
+    assert runner.done()
+    assert ran == Counter(range(23))
+    assert status(client, namespace).status is TaskStatus.FINISHED
+    assert len(claims) == 0
+
+
+def test_terminating_releases_units_claimed_ahead(client: dtaskq.Client, namespace: str) -> None:
+    client.add_task(namespace, "t", unit_count=100)
+    started, release = threading.Event(), threading.Event()
+
+    def work(ctx: UnitContext) -> None:
+        started.set()
+        release.wait(10)
+
+    runner, claims = runner_for(client, namespace, work, slots=1, batch=10)
+    assert started.wait(5)
+    runner.terminate()
+    release.set()
+    runner.join(5)
+    task = status(client, namespace)
+    # The running unit returned after termination: left to the next claimer, like the nine
+    # claimed ahead of it. Nothing stays IN_PROGRESS, nothing completed.
+    assert task.counts[UnitStatus.IN_PROGRESS] == 0
+    assert task.counts[UnitStatus.COMPLETED] == 0
+    assert len(claims) == 0
+
+
+def test_exceptions_fail_only_their_unit(client: dtaskq.Client, namespace: str) -> None:
+    client.add_task(namespace, "t", units=["ok", "flaky"], max_attempts=2, retry_backoff_ms=1)
+
+    def work(ctx: UnitContext) -> None:
+        if ctx.unit == "flaky" and ctx.token == 1:
+            raise RuntimeError("first try")
+
+    runner, _ = runner_for(client, namespace, work)
+    runner.join(10)
+    task = status(client, namespace)
+    # The retried unit came back while the runner still ran: it was claimed again.
+    assert task.status is TaskStatus.FINISHED
+    assert (task.units["ok"].attempt, task.units["flaky"].attempt) == (1, 2)
+
+
+def test_fatal_error_fails_the_task_at_once(client: dtaskq.Client, namespace: str) -> None:
+    client.add_task(namespace, "t", units=["bad"], max_attempts=5)
+
+    def work(ctx: UnitContext) -> None:
+        raise FatalError("no point retrying")
+
+    runner, _ = runner_for(client, namespace, work)
+    runner.join(10)
+    task = status(client, namespace)
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "unit bad failed: FatalError: no point retrying"
+
+
+def test_coroutine_functions_run(client: dtaskq.Client, namespace: str) -> None:
+    client.add_task(namespace, "t", units=["a", "b"])
+    seen: list[str] = []
+
+    async def work(ctx: UnitContext) -> None:
+        await asyncio.sleep(0.01)
+        seen.append(ctx.unit)
+
+    runner, _ = runner_for(client, namespace, work)
+    runner.join(10)
+    assert sorted(seen) == ["a", "b"]
+    assert status(client, namespace).status is TaskStatus.FINISHED
+
+
+def test_bad_batch_is_rejected(client: dtaskq.Client, namespace: str) -> None:
+    client.add_task(namespace, "t", unit_count=3)
+    with pytest.raises(InvalidArgument):
+        runner_for(client, namespace, lambda ctx: None, batch=0)
+    assert status(client, namespace).counts[UnitStatus.PENDING] == 3
