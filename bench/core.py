@@ -305,19 +305,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 delete_prefix(r, prefix)
             client.close()
             r.close()
-    return {
+    params = {
+        "units": args.units,
+        "repeat": args.repeat,
+        "cycles": args.cycles,
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+    }
+    return run_report(described, load, params, results)
+
+
+def run_report(
+    described: dict[str, Any],
+    load: float,
+    params: dict[str, Any],
+    results: dict[str, Any],
+    began: float | None = None,
+) -> dict[str, Any]:
+    """The JSON report of one run: the server, the machine (``load`` at the start), the
+    parameters, when it ran and for how long (since ``began``, a ``perf_counter``), and
+    its results."""
+    out: dict[str, Any] = {
         "server": described,
         "machine": machine(load),
-        "params": {
-            "units": args.units,
-            "repeat": args.repeat,
-            "cycles": args.cycles,
-            "rounds": args.rounds,
-            "concurrency": args.concurrency,
-        },
+        "params": params,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "results": results,
     }
+    if began is not None:
+        out["duration_s"] = round(time.perf_counter() - began, 1)
+    out["results"] = results
+    return out
 
 
 def machine(load: Any) -> dict[str, Any]:

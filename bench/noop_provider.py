@@ -26,7 +26,7 @@ import redis
 
 from dtaskq import Task
 from dtaskq.server import ENV_URL
-from dtaskq.worker import Recorder, TaskDescriptor, UnitContext, UnitRunner
+from dtaskq.worker import LocalTasksInMemory, Recorder, UnitContext, UnitRunner
 
 FLUSH_S = 0.1
 
@@ -39,7 +39,7 @@ class _Count:
     flushed: int = -1
 
 
-class NoopProvider:
+class NoopProvider(LocalTasksInMemory):
     """Runs every range unit it can claim with a function that does nothing."""
 
     def __init__(self, r: redis.Redis, node: str, keys: str, threads: int, batch: int) -> None:
@@ -50,20 +50,12 @@ class NoopProvider:
         self.batch = batch
         self._lock = threading.Lock()
         self._counts: dict[str, _Count] = {}
-        self._local: set[TaskDescriptor] = set()
+        super().__init__()
         threading.Thread(target=self._flush_forever, name="noop-flush", daemon=True).start()
-
-    def get_local_tasks(self) -> list[TaskDescriptor]:
-        """The task versions started here."""
-        return list(self._local)
-
-    def cleanup_task(self, desc: TaskDescriptor) -> None:
-        """Forgets a task version that is gone."""
-        self._local.discard(desc)
 
     def start_task(self, task: Task, recorder: Recorder) -> UnitRunner:
         """Runs the task's units on ``threads`` threads."""
-        self._local.add(TaskDescriptor(task.task_id, task.version))
+        self.remember(task)
         return UnitRunner(task, recorder, self._run, concurrency=self.threads, batch=self.batch)
 
     def _run(self, ctx: UnitContext) -> None:

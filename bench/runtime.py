@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +36,11 @@ from core import (
     Meter,
     Sample,
     delete_prefix,
-    machine,
     markdown,
     new_parser,
     parse,
     publish,
+    run_report,
     server,
 )
 
@@ -326,21 +325,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 delete_prefix(r, prefix)
             client.close()
             r.close()
-    return {
-        "server": described,
-        "machine": machine(load),
-        "params": {
-            "workers": args.workers,
-            "threads": args.threads,
-            "batch": args.batch,
-            "units": args.units,
-            "lease_ms": args.lease_ms,
-            "kill_at": args.kill_at,
-        },
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "duration_s": round(time.perf_counter() - began, 1),
-        "results": results,
+    params = {
+        "workers": args.workers,
+        "threads": args.threads,
+        "batch": args.batch,
+        "units": args.units,
+        "lease_ms": args.lease_ms,
+        "kill_at": args.kill_at,
     }
+    return run_report(described, load, params, results, began)
 
 
 def table(report: dict[str, Any]) -> str:

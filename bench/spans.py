@@ -30,7 +30,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,12 @@ from core import (
     Sample,
     bench_ping,
     delete_prefix,
-    machine,
     markdown,
     median_sample,
     new_parser,
     parse,
     publish,
+    run_report,
     server,
 )
 
@@ -455,22 +454,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 delete_prefix(r, prefix)
             client.close()
             r.close()
-    return {
-        "server": described,
-        "machine": machine(load),
-        "params": {
-            "claims": args.claims,
-            "batch_claims": args.batch_claims,
-            "processes": args.processes,
-            "process_units": args.process_units,
-            "repeat": args.repeat,
-            "completed": args.completed,
-            "rounds": args.rounds,
-        },
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "duration_s": round(time.perf_counter() - began, 1),
-        "results": results,
+    params = {
+        "claims": args.claims,
+        "batch_claims": args.batch_claims,
+        "processes": args.processes,
+        "process_units": args.process_units,
+        "repeat": args.repeat,
+        "completed": args.completed,
+        "rounds": args.rounds,
     }
+    return run_report(described, load, params, results, began)
 
 
 def table(report: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ import redis
 
 from .models import Task
 from .server import ENV_URL
-from .worker import Recorder, TaskDescriptor, UnitContext, UnitRunner
+from .worker import LocalTasksInMemory, Recorder, UnitContext, UnitRunner
 
 NAMESPACE = "demo"
 MERGE_TASK = "merge-files"
@@ -72,7 +72,7 @@ class DemoKeys:
         return f"{self.prefix}:demo:log"
 
 
-class DemoProvider:
+class DemoProvider(LocalTasksInMemory):
     """Runs the demo's two tasks on one node and records what it did (module docstring)."""
 
     def __init__(
@@ -83,19 +83,11 @@ class DemoProvider:
         self.redis = r
         self.keys = keys
         self.shards = shards
-        self._local: set[TaskDescriptor] = set()
-
-    def get_local_tasks(self) -> list[TaskDescriptor]:
-        """The task versions started here (the demo keeps no state on disk)."""
-        return list(self._local)
-
-    def cleanup_task(self, desc: TaskDescriptor) -> None:
-        """Forgets a task version that is gone."""
-        self._local.discard(desc)
+        super().__init__()
 
     def start_task(self, task: Task, recorder: Recorder) -> UnitRunner:
         """Runs range units of any task, and of a named task only the shards held here."""
-        self._local.add(TaskDescriptor(task.task_id, task.version))
+        self.remember(task)
         if task.unit_count is not None:
             return UnitRunner(task, recorder, self._merge, concurrency=UNIT_THREADS)
         local = [unit for unit in task.units if unit in self.shards]

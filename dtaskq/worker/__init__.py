@@ -11,6 +11,7 @@ per claimed unit.
 from .gate import Gate
 from .leases import Claim, Claims
 from .provider import (
+    LocalTasksInMemory,
     Provider,
     RecoveryAwareProvider,
     TaskDescriptor,
@@ -27,6 +28,7 @@ __all__ = [
     "Claims",
     "FatalError",
     "Gate",
+    "LocalTasksInMemory",
     "Provider",
     "Recorder",
     "RecoveryAwareProvider",

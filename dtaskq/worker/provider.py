@@ -74,3 +74,24 @@ class RecoveryAwareProvider(Provider, Protocol):
     def local_callbacks_done(self, task: Task, node: str) -> bool:
         """False when the local work of callbacks whose acks are recorded is incomplete (say,
         a swap was lost with the disk), so the worker runs those callbacks again."""
+
+
+class LocalTasksInMemory:
+    """``get_local_tasks`` and ``cleanup_task`` for a provider whose local state lives and dies
+    with its process: it calls :meth:`remember` in ``start_task`` and inherits the rest (its
+    own ``__init__`` calls this one)."""
+
+    def __init__(self) -> None:
+        self._started: set[TaskDescriptor] = set()
+
+    def remember(self, task: Task) -> None:
+        """Notes that ``task`` was started here."""
+        self._started.add(TaskDescriptor(task.task_id, task.version))
+
+    def get_local_tasks(self) -> list[TaskDescriptor]:
+        """The task versions started here."""
+        return list(self._started)
+
+    def cleanup_task(self, desc: TaskDescriptor) -> None:
+        """Forgets a task version that is gone."""
+        self._started.discard(desc)
