@@ -26,7 +26,10 @@ _GROUPS_MAY_RUN = (
 
 def local_groups(task: Task, node: str, *, complete_only: bool) -> dict[str, list[str]]:
     """Groups of a named-unit task in which ``node`` owns units -> those units' ids; with
-    ``complete_only``, only groups whose every unit is complete."""
+    ``complete_only``, only groups whose every unit is complete. Range tasks have no groups
+    (their snapshot lists only some units: those in flight, failed, or claimed twice)."""
+    if task.unit_count is not None:
+        return {}
     members: defaultdict[str, list[tuple[str, str | None, UnitStatus]]] = defaultdict(list)
     for unit in task.units.values():
         members[unit.group].append((unit.id, unit.node, unit.status))
