@@ -271,3 +271,32 @@ def test_a_worker_started_before_the_first_task_picks_it_up(
     task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
     assert task.status is TaskStatus.FINISHED
     assert sorted(d["unit"] for d in workers.log("done", node="a")) == ["0", "1", "2", "3", "4"]
+
+
+def test_a_provider_bug_in_start_task_spares_the_other_tasks(
+    client: dtaskq.Client, namespace: str, workers: Workers
+) -> None:
+    client.add_task(namespace, "broken", units=["u1"])
+    client.add_task(namespace, "fine", units=["u1"])
+    workers.start("a", broken_start="broken")
+    task = workers.until(lambda: finished(client, namespace, "fine"), what="the fine task")
+    assert task.status is TaskStatus.FINISHED
+    assert client.get_task(namespace, "broken").status is TaskStatus.STARTED
+    workers.signal("a", signal.SIGTERM)
+    code, log = workers.wait("a")
+    assert code == 0
+    assert "task=broken unit=- start_task failed" in log
+
+
+def test_a_failing_swap_fails_the_post_ack_and_the_task(
+    client: dtaskq.Client, namespace: str, workers: Workers
+) -> None:
+    client.add_task(namespace, "t", units=[UnitSpec("u1", "g")], ack_barrier=True)
+    workers.start("a", broken_swap=1)
+    task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "post-completion failed on node a: on_swap_requested: OSError: swap target missing"
+    )
+    assert not task.post_acks["a"].success
+    assert [c["status"] for c in workers.log("completed")] == ["SWAPPING"]

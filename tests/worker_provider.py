@@ -10,7 +10,9 @@ check what each node did and when:
 - ``DTQ_TEST_UNITS``: claim only named units whose id starts with this prefix (local shards);
 - ``DTQ_TEST_FAIL``: a unit id whose run raises ``FatalError``; ``DTQ_TEST_FLAKY``: a unit id
   whose first attempt raises ``RuntimeError``;
-- ``DTQ_TEST_CALLBACKS_DONE``: ``0`` makes ``local_callbacks_done`` answer False.
+- ``DTQ_TEST_CALLBACKS_DONE``: ``0`` makes ``local_callbacks_done`` answer False;
+- ``DTQ_TEST_BROKEN_START``: a task id whose ``start_task`` raises;
+  ``DTQ_TEST_BROKEN_SWAP``: ``1`` makes ``on_swap_requested`` raise.
 
 Local state is a Redis set per node standing in for the node's disk.
 """
@@ -42,6 +44,8 @@ class TestProvider:
         self.flaky = os.environ.get("DTQ_TEST_FLAKY")
         self.callbacks_done = os.environ.get("DTQ_TEST_CALLBACKS_DONE", "1") == "1"
         self.local_key = f"{self.log_key}:local:{self.node}"
+        self.broken_start = os.environ.get("DTQ_TEST_BROKEN_START")
+        self.broken_swap = os.environ.get("DTQ_TEST_BROKEN_SWAP") == "1"
 
     def record(self, what: str, **fields: object) -> None:
         entry = {"what": what, "node": self.node, "t": time.time(), **fields}
@@ -59,6 +63,8 @@ class TestProvider:
         self.record("cleanup", task=desc.task_id, version=desc.version)
 
     def start_task(self, task: Task, recorder: Recorder) -> UnitRunner:
+        if task.task_id == self.broken_start:
+            raise RuntimeError("provider bug")
         self.redis.sadd(self.local_key, f"{task.task_id} {task.version}")
         self.record("start", task=task.task_id)
         units = None
@@ -95,6 +101,8 @@ class TestProvider:
 
     def on_swap_requested(self, task: Task, group: str, local_unit_ids: list[str]) -> None:
         self.record("swap", task=task.task_id, group=group, units=local_unit_ids)
+        if self.broken_swap:
+            raise OSError("swap target missing")
 
     def on_task_completed(self, task: Task) -> None:
         self.record("completed", task=task.task_id, status=task.status.value)
