@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -115,3 +116,29 @@ def test_bad_batch_is_rejected(client: dtaskq.Client, namespace: str) -> None:
     with pytest.raises(InvalidArgument):
         runner_for(client, namespace, lambda ctx: None, batch=0)
     assert status(client, namespace).counts[UnitStatus.PENDING] == 3
+
+
+def test_a_named_unit_back_from_a_dead_node_runs_while_siblings_work(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    ref = client.add_task(namespace, "t", units=["long", "lost"], lease_ms=300)
+    client.claim_unit(ref, "dead", "lost")  # its holder never reports: the lease runs out
+    done: list[str] = []
+    release = threading.Event()
+
+    def work(ctx: UnitContext) -> None:
+        while ctx.unit == "long" and not release.wait(0.05):
+            ctx.heartbeat()  # no worker here renews leases: the unit does it itself
+        done.append(ctx.unit)
+
+    runner, _ = runner_for(client, namespace, work)
+    time.sleep(0.4)
+    assert client.sweep(namespace).reclaimed == 1
+    runner.recorder.units_returned()  # what the scheduler does on the `returned` event
+    deadline = time.monotonic() + 5
+    while "lost" not in done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done == ["lost"]  # while "long" still runs on the other thread
+    release.set()
+    runner.join(5)
+    assert status(client, namespace).status is TaskStatus.FINISHED

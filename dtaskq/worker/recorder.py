@@ -91,6 +91,18 @@ class Recorder:
                 self._hold(str(unit), unit.token)
         return claimed
 
+    def take_returned(self) -> bool:
+        """True once after :meth:`units_returned` (for handles of named tasks, which then
+        look for claimable units again)."""
+        if not self._returned.is_set():
+            return False
+        self._returned.clear()
+        return True
+
+    def wait_returned(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds for :meth:`units_returned`."""
+        return self._returned.wait(timeout)
+
     def units_returned(self) -> None:
         """Tells the recorder that units of its task went back to waiting (an expired lease,
         a retryable failure, a release); the scheduler calls it on the task's events."""

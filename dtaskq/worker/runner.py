@@ -12,10 +12,13 @@ from dataclasses import dataclass
 
 from .. import validate
 from ..errors import DtaskqError, LeaseLost, TaskNotRunning, UnitNotReady
-from ..models import ClaimedUnit, Task, UnitStatus
+from ..models import ClaimedUnit, Task
 from .recorder import Recorder
 
 log = logging.getLogger("dtaskq.worker")
+
+_IDLE_POLL_S = 0.1
+"""How often an idle thread of a named task checks whether its siblings are done."""
 
 
 class FatalError(Exception):
@@ -89,22 +92,29 @@ class UnitRunner:
         self._terminate = threading.Event()
         self._extra = {"ns": task.namespace, "task": task.task_id}
         self._lock = threading.Lock()
+        self._only = None if units is None else set(units)
+        self._running: set[str] = set()
         self._named: list[str] | None = None
         if task.unit_count is None:
-            self._named = self._candidates(task) if units is None else list(units)
+            self._named = self._candidates(task)
         self._threads = [
             threading.Thread(target=self._loop, name=f"dtaskq-unit-{task.task_id}", daemon=True)
             for _ in range(concurrency or recorder.gate.slots)
         ]
+        self._active = len(self._threads)
+        """Threads not waiting idle: while one is, it may still free or return units."""
         for thread in self._threads:
             thread.start()
 
-    @staticmethod
-    def _candidates(task: Task) -> list[str]:
+    def _candidates(self, task: Task) -> list[str]:
+        """Named units worth trying: not terminal, within ``units`` if given, not running
+        here already (a claim of a unit held here would hand it out a second time)."""
         return [
             u.id
             for u in task.units.values()
-            if u.status in (UnitStatus.PENDING, UnitStatus.IN_PROGRESS)
+            if not u.status.is_terminal
+            and (self._only is None or u.id in self._only)
+            and u.id not in self._running
         ]
 
     @property
@@ -129,16 +139,19 @@ class UnitRunner:
     def _loop(self) -> None:
         last: int | None = None
         batch: list[ClaimedUnit] = []  # range units claimed ahead, not started yet
+        idle_exit = False  # leaving idle: no longer counted active already
         try:
             while not self._terminate.is_set() and self.recorder.gate.enter():
+                idle = False
                 try:
                     claimed = self._claim(last, batch)
                     if claimed is None:
-                        return
-                    unit, token = claimed
-                    if self._named is None:
-                        last = int(unit)
-                    self._run(unit, token)
+                        idle = True
+                    else:
+                        unit, token = claimed
+                        if self._named is None:
+                            last = int(unit)
+                        self._run(unit, token)
                 except TaskNotRunning:
                     return
                 except UnitNotReady as exc:
@@ -148,7 +161,13 @@ class UnitRunner:
                     self._terminate.wait(1.0)
                 finally:
                     self.recorder.gate.leave()
+                if idle and not self._more_named_units():
+                    idle_exit = True
+                    return
         finally:
+            if not idle_exit:
+                with self._lock:
+                    self._active -= 1
             # Units claimed ahead but never started go back at once, not after their leases.
             if batch:
                 self._report(lambda: self.recorder.release_all(batch))
@@ -177,7 +196,45 @@ class UnitRunner:
             if token is not None:
                 return unit_id, token
 
+    def _more_named_units(self) -> bool:
+        """Named tasks: while sibling threads still run units, waits (holding no slot) for
+        units to come back (a dead node's lease ran out, a retry) and lists them again. True
+        when there is something to try; False once every thread is idle or for range tasks."""
+        with self._lock:
+            self._active -= 1
+        if self._named is None:
+            return False
+        while not self._terminate.is_set():
+            with self._lock:
+                if self._named:
+                    self._active += 1
+                    return True
+                if not self._active:
+                    return False  # every thread idle: nothing more can come back to us
+            if self.recorder.take_returned():
+                self._relist()
+            else:
+                self.recorder.wait_returned(_IDLE_POLL_S)
+        return False
+
+    def _relist(self) -> None:
+        task = self.recorder.client.get_task(self.task.namespace, self.task.task_id)
+        if task is None or task.version != self.task.version:
+            return
+        with self._lock:
+            assert self._named is not None
+            self._named.extend(u for u in self._candidates(task) if u not in self._named)
+
     def _run(self, unit: str, token: int) -> None:
+        with self._lock:
+            self._running.add(unit)
+        try:
+            self._run_unit(unit, token)
+        finally:
+            with self._lock:
+                self._running.discard(unit)
+
+    def _run_unit(self, unit: str, token: int) -> None:
         ctx = UnitContext(self.task, unit, token, self.recorder, self)
         extra = {**self._extra, "unit": unit}
         try:
