@@ -25,6 +25,7 @@ from .settle import Settlement
 
 DEFAULT_RESYNC_S = 5.0
 HANDLE_MIN_S = 1.0
+"""A handle that ends sooner after its start is not restarted at once (see ``_take_woken``)."""
 EVENT_BLOCK_MS = 250
 """How long one read of the event streams blocks: also how soon the scheduler notices that
 its callbacks finished or that it should stop."""
@@ -38,17 +39,25 @@ class Local:
     recovered: bool
     """First seen past STARTED: this process did not see the task run."""
     handle: TaskHandle | None = None
+    """The provider's run of the task here, the latest one."""
     recorder: Recorder | None = None
+    """The recorder handed to that run (told when units come back)."""
     started_at: float = 0.0
     end_seen: bool = False
+    """The loop has noticed that the latest handle ended."""
     started: bool = False
+    """A handle ran here in this process: the node took part even if it owns no unit."""
     groups: dict[str, str] = field(default_factory=dict)
     """Groups whose callback ran (or needs no rerun) -> its error, "" for success."""
     post_done: bool = False
+    """The post phase (swap callbacks, post ack) is done or needs no rerun."""
     completed: bool = False
+    """``on_task_completed`` ran (or needs no rerun)."""
     recovery_decided: bool = False
     busy: Future[None] | None = None
+    """The settlement running on the callback pool, if any."""
     dirty: bool = False
+    """The task changed while a settlement ran: settle again once it is done."""
 
 
 class Scheduler(Loop):
@@ -98,14 +107,6 @@ class Scheduler(Loop):
             if local.handle is not None:
                 local.handle.terminate()
         self._callbacks.shutdown(wait=False, cancel_futures=True)
-
-    def running_handles(self) -> list[TaskHandle]:
-        """Local handles that have not stopped yet."""
-        return [
-            local.handle
-            for local in list(self._local.values())
-            if local.handle is not None and not local.handle.done()
-        ]
 
     def wake(self, refs: Iterable[TaskRef]) -> None:
         """Rereads these tasks soon (say, a heartbeat found them no longer running)."""
