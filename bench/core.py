@@ -445,6 +445,14 @@ def save(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps({"runs": runs}, indent=2, ensure_ascii=False) + "\n")
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def unit_count(text: str) -> int:
     """An argparse type: a unit count in [1, 100 000] (one task holds at most that many)."""
     value = int(text)

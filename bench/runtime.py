@@ -39,6 +39,7 @@ from core import (
     markdown,
     new_parser,
     parse,
+    positive,
     publish,
     run_report,
     server,
@@ -403,14 +404,6 @@ def fraction(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
-
-
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 

@@ -43,6 +43,7 @@ from core import (
     median_sample,
     new_parser,
     parse,
+    positive,
     publish,
     run_report,
     server,
@@ -595,14 +596,6 @@ def table(report: dict[str, Any]) -> str:
         )
     )
     return markdown(rows)
-
-
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
