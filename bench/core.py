@@ -72,7 +72,10 @@ class Meter:
     def _server(self) -> tuple[float, float]:
         cpu = self._r.info("cpu")
         stats = self._r.info("commandstats")
-        script_us = sum(stats.get(f"cmdstat_{c}", {}).get("usec", 0) for c in ("evalsha", "eval"))
+        script_us = sum(
+            stats.get(f"cmdstat_{c}", {}).get("usec", 0)
+            for c in ("evalsha", "eval", "fcall", "fcall_ro")
+        )
         return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), script_us / 1e6
 
     def __enter__(self) -> Meter:

@@ -2,36 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, Unpack
 
 import redis.asyncio
 import redis.exceptions
-import tenacity
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from . import ops
-from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
+from . import ops, urls
+from .calls import Call, ClientCore, ClientOptions, Retries, Steps, library_refused
 from .keys import Partition
 from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
+from .scripts import LIBRARY
 
 T = TypeVar("T")
 
 
 class AsyncClient:
-    """The task API over a ``redis.asyncio`` connection; each method is the coroutine form of
-    the :class:`dtaskq.Client` method of the same name, with the same guarantees and errors."""
+    """The task API over a ``redis.asyncio`` connection (``Redis`` or ``RedisCluster``); each
+    method is the coroutine form of the :class:`dtaskq.Client` method of the same name, with
+    the same guarantees and errors."""
 
-    def __init__(self, connection: redis.asyncio.Redis, **options: Unpack[ClientOptions]) -> None:
+    def __init__(
+        self, connection: redis.asyncio.Redis | RedisCluster, **options: Unpack[ClientOptions]
+    ) -> None:
+        self._core = ClientCore(connection, options)
         self.redis = connection
-        self._core = ClientCore(connection.connection_pool.connection_kwargs, options)
+        self._send: Callable[..., Any] = connection.execute_command
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> AsyncClient:
-        """A client on a new connection pool for ``url``."""
-        return cls(redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 0)), **options)
+        """A client on a new connection pool for ``url`` (see :meth:`dtaskq.Client.from_url`)."""
+        plain, cluster = urls.parse(url)
+        if cluster:
+            return cls(RedisCluster.from_url(plain), **options)
+        return cls(redis.asyncio.Redis.from_url(plain, retry=Retry(NoBackoff(), 0)), **options)
 
     async def aclose(self) -> None:
         """Closes the connection pool."""
@@ -43,25 +52,61 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _execute(self, call: Call) -> Any:
-        try:
-            return await self._eval(call)
-        except Exception as exc:
-            if self._core.retry is None or not is_transient(exc):
-                raise translate(exc, call) from exc
-        try:
-            async for attempt in tenacity.AsyncRetrying(**self._core.retry):
-                with attempt:
-                    return await self._eval(call)
-        except Exception as exc:
-            raise translate(exc, call) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def load_library(self) -> str:
+        """See :meth:`dtaskq.Client.load_library`."""
+        await self._run("load_library", {}, self._load)
+        return LIBRARY.name
 
-    async def _eval(self, call: Call) -> Any:
+    async def ping(self) -> str:
+        """See :meth:`dtaskq.Client.ping`."""
+        await self._drive(ops.ping())
+        return LIBRARY.name
+
+    async def _load(self) -> None:
         try:
-            return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        except redis.exceptions.NoScriptError:
-            return await self.redis.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+            await self.redis.function_load(LIBRARY.source, replace=True)
+        except redis.exceptions.NoPermissionError as exc:
+            raise library_refused(exc) from exc
+
+    async def _run(
+        self, what: str, context: dict[str, Any], attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``await attempt()``, retried and translated as every server call is."""
+        try:
+            return await attempt()
+        except Exception as exc:
+            return await self._recover(what, context, exc, attempt)
+
+    async def _recover(
+        self,
+        what: str,
+        context: dict[str, Any],
+        failure: BaseException,
+        attempt: Callable[[], Awaitable[T]],
+    ) -> T:
+        plan = Retries(self._core.attempts)
+        while True:
+            wait = plan.after(failure, what, context)
+            try:
+                if wait is None:
+                    await self._load()
+                elif wait:
+                    await asyncio.sleep(wait)
+                return await attempt()
+            except Exception as exc:
+                failure = exc
+
+    async def _execute(self, call: Call) -> Any:
+        command = call.command()
+        try:
+            return await self._send(*command)
+        except Exception as exc:
+            return await self._recover(
+                call.function.name,
+                call.context,
+                exc,
+                lambda: self._send(*command),
+            )
 
     async def _drive(self, steps: Steps[T]) -> T:
         try:

@@ -1,44 +1,65 @@
-"""What the sync and async clients share: script calls as values, partition routing,
-transient-error classification and the retry policy. Only the I/O differs between them."""
+"""What the sync and async clients share: function calls as values, partition routing, request
+ids, error classification and the retry plan. Only the I/O differs between the two clients."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
+import random
+import secrets
+import threading
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar
 
 import redis.exceptions as rex
-import tenacity
 
 from . import keys, validate
-from .errors import DtaskqError, InvalidArgument, TransientError, from_script_error
-from .scripts import Script, script
+from .errors import (
+    ConfigurationError,
+    DtaskqError,
+    InvalidArgument,
+    ServerError,
+    TransientError,
+    from_script_error,
+)
+from .scripts import LIBRARY, Function, function
 
 T = TypeVar("T")
 
 Arg = str | bytes | int | float
 
 
-@dataclass(frozen=True)
 class Call:
-    """One script call; ``context`` fills the fields of an exception it raises."""
+    """One function call; ``context`` fills the fields of an exception it raises."""
 
-    script: Script
-    keys: list[str]
-    args: list[Arg]
-    context: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("args", "context", "function", "keys")
 
-    def __post_init__(self) -> None:
-        if len(self.keys) != self.script.num_keys:
-            raise RuntimeError(
-                f"{self.script.name} takes {self.script.num_keys} keys, got {len(self.keys)}"
-            )
+    def __init__(
+        self,
+        fn: Function,
+        call_keys: list[str],
+        args: list[Arg],
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        if len(call_keys) != fn.num_keys:
+            raise RuntimeError(f"{fn.name} takes {fn.num_keys} keys, got {len(call_keys)}")
+        self.function = fn
+        self.keys = call_keys
+        self.args = args
+        self.context = context or {}
+
+    def command(self) -> tuple[Arg, ...]:
+        """The command that runs this call."""
+        fn = self.function
+        verb = "FCALL_RO" if fn.read_only else "FCALL"
+        return (verb, fn.server_name, len(self.keys), *self.keys, *self.args)
 
 
 Steps = Generator[Call, Any, T]
 """An operation: yields the calls it needs, receives their replies, returns its result."""
 
-_REGISTER = script("register_namespace")
+_REGISTER = function("register_namespace")
 
 
 class Router:
@@ -47,11 +68,15 @@ class Router:
 
     def __init__(self, prefix: str, partitions: Mapping[str, int] | None = None) -> None:
         self.prefix = validate.namespace(prefix)
+        if partitions is None:
+            partitions = {}
+        if not isinstance(partitions, Mapping):
+            raise InvalidArgument("partitions must be a mapping of namespace -> partition count")
         self._wanted = {
             validate.namespace(ns): validate.integer(n, "partitions", 1, 1024)
-            for ns, n in (partitions or {}).items()
+            for ns, n in partitions.items()
         }
-        self._known: dict[str, int] = {}
+        self._known: dict[str, list[keys.Partition]] = {}
 
     def wanted(self, namespace: str) -> int:
         """The partition count this client gives a namespace at its first ``add_task``."""
@@ -60,65 +85,157 @@ class Router:
     def partition_count(self, namespace: str, *, register: bool = False) -> Steps[int]:
         """The namespace's partition count; 0 for a namespace that has never had a task,
         unless ``register`` fixes it now."""
-        count = self._known.get(namespace)
-        if count is None:
-            wanted = self.wanted(namespace) if register else 0
-            call = Call(
-                _REGISTER,
-                [keys.namespaces_key(self.prefix)],
-                [namespace, wanted],
-                {"namespace": namespace},
-            )
-            count = int((yield call))
-            if count:
-                self._known[namespace] = count
+        known = self._known.get(namespace)
+        if known is not None:
+            return len(known)
+        wanted = self.wanted(namespace) if register else 0
+        call = Call(
+            _REGISTER,
+            [keys.namespaces_key(self.prefix)],
+            [namespace, wanted],
+            {"namespace": namespace},
+        )
+        count = int((yield call))
+        if count:
+            self._known[namespace] = [
+                keys.Partition(self.prefix, namespace, i) for i in range(count)
+            ]
         return count
+
+    def partitions(self, namespace: str) -> Steps[list[keys.Partition]]:
+        """Every partition of the namespace; none before its first task."""
+        yield from self.partition_count(namespace)
+        return self._known.get(namespace, [])
 
     def partition(self, namespace: str, task_id: str) -> Steps[keys.Partition | None]:
         """The partition holding ``task_id``; None when the namespace never had a task."""
-        count = yield from self.partition_count(namespace)
-        if not count:
-            return None
-        return keys.Partition(self.prefix, namespace, keys.partition_of(task_id, count))
+        parts = self._known.get(namespace)
+        if parts is None:
+            parts = yield from self.partitions(namespace)
+            if not parts:
+                return None
+        return parts[keys.partition_of(task_id, len(parts))]
 
+
+# -- request ids ----------------------------------------------------------------------------
+
+_process = secrets.token_hex(5)
+_counter = itertools.count()
+
+
+def _new_process() -> None:
+    """A forked child must not reuse its parent's request ids."""
+    global _process, _counter
+    _process = secrets.token_hex(5)
+    _counter = itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_process)
+
+
+def request_id() -> str:
+    """An id for one call, unique across processes and calls; its retries resend the same
+    ARGV, so a function that stored it can tell its own retry from another call."""
+    return f"{_process}{next(_counter):x}"
+
+
+def claimer_request_id() -> str:
+    """A request id that also names its claimer, ``<claimer>/<n>``: the thread, or the
+    asyncio task, that makes the call. Claim functions keep one answer per claimer, so that a
+    claimer's retry gets its own units back whatever its siblings claimed meanwhile."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop in this thread
+        task = None
+    who = id(task) if task is not None else threading.get_ident()
+    return f"{_process}.{who:x}/{next(_counter):x}"
+
+
+# -- errors and retries ------------------------------------------------------------------------
 
 _TRANSIENT_REPLIES = ("BUSY", "TRYAGAIN", "LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
+_UNSAFE_CONNECTION = ("certificate verify failed", "SSL", "WRONGPASS", "NOAUTH")
+_MISSING_FUNCTION = "Function not found"
+MAX_LIBRARY_LOADS = 2
+"""Loads of the library one call may trigger (a FUNCTION FLUSH racing the first load)."""
 
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors a retry may cure: lost connections, timeouts, a busy or loading
-    server, failover."""
+    server, failover. Not for a rejected password, permission or certificate."""
+    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError)):
+        return False
     if isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
+        return not any(marker in str(exc) for marker in _UNSAFE_CONNECTION)
+    if isinstance(exc, (rex.ClusterDownError, rex.TryAgainError, rex.SlotNotCoveredError)):
         return True
     return isinstance(exc, rex.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
 
 
-def retry_policy(retries: int) -> dict[str, Any]:
-    """Tenacity arguments for the retries after a first try failed with a transient error:
-    the first retry at once (a pooled connection the server dropped is the common case),
-    later ones after exponential backoff with jitter.
-
-    Safe because every mutating script is idempotent under retry.
-    """
-    return {
-        "stop": tenacity.stop_after_attempt(retries),
-        "wait": tenacity.wait_exponential(multiplier=0.02, max=1.0) + tenacity.wait_random(0, 0.02),
-        "retry": tenacity.retry_if_exception(is_transient),
-        "reraise": True,
-    }
+def is_missing_library(exc: BaseException) -> bool:
+    """True when the server does not have this version's function library (a restart without
+    persistence, FUNCTION FLUSH, a new node): load it and call again."""
+    return isinstance(exc, rex.ResponseError) and str(exc).startswith(_MISSING_FUNCTION)
 
 
-def translate(exc: Exception, call: Call) -> Exception:
-    """The dtaskq exception for an error a script call raised (the error itself if none fits)."""
+def translate(exc: BaseException, context: Mapping[str, Any], what: str) -> DtaskqError:
+    """The dtaskq exception for an error a server call raised; nothing else leaves dtaskq."""
     if isinstance(exc, DtaskqError):
         return exc
     if isinstance(exc, rex.ResponseError):
-        mapped = from_script_error(str(exc), call.context)
+        mapped = from_script_error(str(exc), dict(context))
         if mapped is not None:
             return mapped
     if is_transient(exc):
-        return TransientError(f"{call.script.name}: {exc}", **call.context)
-    return exc
+        return TransientError(f"{what}: {exc}", **context)
+    if isinstance(exc, rex.AskError):  # MovedError too: a cluster node used as one server
+        return ConfigurationError(
+            f"{what}: the server is a Redis Cluster node ({exc}); connect with a cluster "
+            "client (a URL with ?cluster=1, or a RedisCluster instance)",
+            **context,
+        )
+    if isinstance(exc, rex.NoPermissionError):
+        return ConfigurationError(f"{what}: the server refused a permission: {exc}", **context)
+    if isinstance(exc, (rex.ConnectionError, rex.RedisClusterException)):
+        return ConfigurationError(f"{what}: {exc}", **context)
+    return ServerError(f"{what}: {type(exc).__name__}: {exc}", **context)
+
+
+def library_refused(exc: BaseException) -> ConfigurationError:
+    """The error for a server on which this client may not load its function library."""
+    return ConfigurationError(
+        f"the function library {LIBRARY.name} is not loaded and this user may not load it "
+        f"({exc}); have an administrator run 'dtaskq library load --url URL' once per server "
+        "version of dtaskq, after which the application needs only FCALL and FCALL_RO"
+    )
+
+
+class Retries:
+    """The recovery plan of one call after its first try failed: load the library when the
+    server lacks it, retry transient errors with exponential backoff and jitter (the first
+    retry at once: a pooled connection the server dropped is the common case), else raise.
+
+    Safe because every mutating function is idempotent under retry (docs/rules.md)."""
+
+    __slots__ = ("_attempts", "_loads", "_tries")
+
+    def __init__(self, attempts: int) -> None:
+        self._attempts = attempts
+        self._tries = 1
+        self._loads = 0
+
+    def after(self, exc: BaseException, what: str, context: Mapping[str, Any]) -> float | None:
+        """What to do after ``exc``: None to load the library and call again, else the
+        seconds to wait before the next try; raises when no try is left."""
+        if is_missing_library(exc) and self._loads < MAX_LIBRARY_LOADS:
+            self._loads += 1
+            return None
+        if is_transient(exc) and self._tries < self._attempts:
+            self._tries += 1
+            if self._tries == 2:
+                return 0.0
+            return min(1.0, 0.02 * 2.0 ** (self._tries - 2)) + random.uniform(0, 0.02)
+        raise translate(exc, context, what) from exc
 
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
@@ -134,22 +251,26 @@ class ClientOptions(TypedDict, total=False):
     max_payload_bytes: int
     """16 MiB. The largest task payload accepted."""
     retry_attempts: int
-    """5. Tries of one script call on transient errors before ``TransientError``."""
+    """5. Tries of one call on transient errors before ``TransientError``."""
 
 
 class ClientCore:
     """What both clients hold besides their connection: routing, limits and retry policy."""
 
-    def __init__(self, connection_kwargs: Mapping[str, Any], options: ClientOptions) -> None:
+    def __init__(self, connection: Any, options: Mapping[str, Any]) -> None:
         unknown = set(options) - set(ClientOptions.__annotations__)
         if unknown:
             raise InvalidArgument(f"unknown client options: {', '.join(sorted(unknown))}")
-        if connection_kwargs.get("decode_responses"):
+        encoder = getattr(connection, "get_encoder", None)
+        if encoder is None:
+            raise InvalidArgument(
+                "expected a redis-py client (Redis or RedisCluster, sync or asyncio), "
+                f"got {type(connection).__name__}"
+            )
+        if encoder().decode_responses:
             raise InvalidArgument("dtaskq needs a Redis client with decode_responses=False")
         self.router = Router(options.get("prefix", keys.DEFAULT_PREFIX), options.get("partitions"))
         self.max_payload = validate.integer(
             options.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD), "max_payload_bytes", 0
         )
-        attempts = validate.integer(options.get("retry_attempts", 5), "retry_attempts", 1, 100)
-        # The first try runs outside tenacity: its machinery costs more than the call itself.
-        self.retry = retry_policy(attempts - 1) if attempts > 1 else None
+        self.attempts = validate.integer(options.get("retry_attempts", 5), "retry_attempts", 1, 100)

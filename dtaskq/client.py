@@ -2,44 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, Unpack
 
 import redis
-import tenacity
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from . import ops
-from .calls import Call, ClientCore, ClientOptions, Steps, is_transient, translate
+from . import ops, urls
+from .calls import Call, ClientCore, ClientOptions, Retries, Steps, library_refused
 from .keys import Partition
 from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
 from .ops import TaskOptions
+from .scripts import LIBRARY
 
 T = TypeVar("T")
 
 
 class Client:
-    """The task API over one Redis connection pool.
+    """The task API over one Redis server or Redis Cluster.
 
     Every method validates its arguments before any Redis call (``InvalidArgument``), runs
-    one atomic script per state change, retries transient errors with bounded backoff and
-    raises the typed errors of :mod:`dtaskq.errors`.
+    one atomic function per state change, retries transient errors with bounded backoff and
+    raises the typed errors of :mod:`dtaskq.errors`; no other exception leaves it.
 
-    ``options`` are those of :class:`~dtaskq.calls.ClientOptions` (key prefix, partition
-    counts, payload limit, retry attempts).
+    ``connection`` is a ``redis.Redis`` or a ``redis.cluster.RedisCluster`` (with
+    ``decode_responses=False``). ``options`` are those of :class:`~dtaskq.calls.ClientOptions`
+    (key prefix, partition counts, payload limit, retry attempts). The function library is
+    loaded on first use, and again whenever a server has lost it (docs/scripts.md).
     """
 
-    def __init__(self, connection: redis.Redis, **options: Unpack[ClientOptions]) -> None:
+    def __init__(
+        self, connection: redis.Redis | RedisCluster, **options: Unpack[ClientOptions]
+    ) -> None:
+        self._core = ClientCore(connection, options)
         self.redis = connection
-        self._core = ClientCore(connection.connection_pool.connection_kwargs, options)
+        self._send: Callable[..., Any] = connection.execute_command
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> Client:
-        """A client on a new connection pool for ``url`` (``redis://host:port/db``).
+        """A client on a new connection pool for ``url``: ``redis://host:port/db``,
+        ``rediss://`` for TLS, ``unix://path``; add ``?cluster=1`` for a Redis Cluster (the
+        address of any of its nodes).
 
         The pool's own retries are off: the client's bounded retries are the only ones."""
-        return cls(redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0)), **options)
+        plain, cluster = urls.parse(url)
+        if cluster:
+            return cls(RedisCluster.from_url(plain), **options)
+        return cls(redis.Redis.from_url(plain, retry=Retry(NoBackoff(), 0)), **options)
 
     def close(self) -> None:
         """Closes the connection pool."""
@@ -51,26 +63,58 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _execute(self, call: Call) -> Any:
-        try:
-            return self._eval(call)
-        except Exception as exc:
-            if self._core.retry is None or not is_transient(exc):
-                raise translate(exc, call) from exc
-        try:
-            for attempt in tenacity.Retrying(**self._core.retry):
-                with attempt:
-                    return self._eval(call)
-        except Exception as exc:
-            raise translate(exc, call) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+    def load_library(self) -> str:
+        """Loads this version's function library on the server (every primary of a cluster);
+        returns its name. Needs the right to run FUNCTION LOAD; clients load it themselves
+        when they may, so this is for deployments whose application user may not."""
+        self._run("load_library", {}, self._load)
+        return LIBRARY.name
 
-    def _eval(self, call: Call) -> Any:
+    def ping(self) -> str:
+        """Checks that the server answers and that this version's library is loaded (loading
+        it when it is not and this user may); returns the library's name."""
+        self._drive(ops.ping())
+        return LIBRARY.name
+
+    def _load(self) -> None:
         try:
-            return self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        except redis.exceptions.NoScriptError:
-            # The server lost its script cache (restart, failover, SCRIPT FLUSH).
-            return self.redis.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+            self.redis.function_load(LIBRARY.source, replace=True)
+        except redis.exceptions.NoPermissionError as exc:
+            raise library_refused(exc) from exc
+
+    def _run(self, what: str, context: dict[str, Any], attempt: Callable[[], T]) -> T:
+        """``attempt()``, retried and translated as every server call is."""
+        try:
+            return attempt()
+        except Exception as exc:
+            return self._recover(what, context, exc, attempt)
+
+    def _recover(
+        self, what: str, context: dict[str, Any], failure: BaseException, attempt: Callable[[], T]
+    ) -> T:
+        plan = Retries(self._core.attempts)
+        while True:
+            wait = plan.after(failure, what, context)
+            try:
+                if wait is None:
+                    self._load()
+                elif wait:
+                    time.sleep(wait)
+                return attempt()
+            except Exception as exc:
+                failure = exc
+
+    def _execute(self, call: Call) -> Any:
+        command = call.command()
+        try:
+            return self._send(*command)
+        except Exception as exc:
+            return self._recover(
+                call.function.name,
+                call.context,
+                exc,
+                lambda: self._send(*command),
+            )
 
     def _drive(self, steps: Steps[T]) -> T:
         try:

@@ -129,6 +129,18 @@ class TransientError(DtaskqError):
     """The server could not be reached or was busy, even after bounded retries."""
 
 
+class ConfigurationError(DtaskqError):
+    """The client or the server is set up in a way dtaskq cannot work with: a permission the
+    user lacks, a rejected password or certificate, a cluster node used as a single server, a
+    function library this user may not load. Retrying cannot help; the message says what to
+    change."""
+
+
+class ServerError(DtaskqError):
+    """The server answered in a way dtaskq does not expect (a Lua runtime error, an unknown
+    error reply); the message carries the server's text."""
+
+
 _BY_CODE: dict[str, type[DtaskqError]] = {
     cls.code: cls
     for cls in (
@@ -151,8 +163,9 @@ _BY_CODE: dict[str, type[DtaskqError]] = {
 ERROR_CODES = frozenset(_BY_CODE)
 
 # Errors raised from nested Lua functions get the server's location appended:
-# " script: <sha>, on @user_script:<line>." (Redis) or " script: on @user_script:<line>." (Valkey).
-_LOCATION = re.compile(r"\s*script: (?:\w+, )?on @user_script:\d+\.\s*$")
+# " script: <name>, on @user_function:<line>." (Redis) or " script: on @user_function:<line>."
+# (Valkey); plain scripts say @user_script.
+_LOCATION = re.compile(r"\s*script: (?:\w+, )?on @user_(?:script|function):\d+\.\s*$")
 
 
 def from_script_error(text: str, context: dict[str, Any]) -> DtaskqError | None:

@@ -49,6 +49,31 @@ def partition_of(task_id: str, partitions: int) -> int:
     return zlib.crc32(task_id.encode()) % partitions
 
 
+TASK_KEY_KINDS = (
+    "task",
+    "units",
+    "acks",
+    "nodes",
+    "leases",
+    "expiry",
+    "conflicts",
+    "tasks",
+    "seq",
+    "spans",
+    "order",
+    "returned",
+    "kept",
+    "done",
+    "events",
+    "cleaned",
+)
+"""Kinds of the keys a task function may touch (besides the bitmaps ``done<k>``), in the order
+of :meth:`Partition.task_keys`."""
+_PER_TASK = frozenset(
+    {"task", "units", "acks", "nodes", "spans", "order", "returned", "kept", "done", "cleaned"}
+)
+
+
 @dataclass(frozen=True)
 class Partition:
     """One partition of a namespace; formats the keys of the scripts that run on it."""
@@ -62,64 +87,39 @@ class Partition:
         """The hash-tagged start shared by every key of this partition."""
         return f"{{{self.prefix}:{self.namespace}:{self.index}}}:"
 
+    def task_key(self, task_id: str) -> str:
+        """The task hash: the one key a task function is called with; it derives the others
+        from it (``lua/include/keys.lua``)."""
+        return f"{self.base}task:{task_id}"
+
     def task_keys(self, task_id: str) -> list[str]:
-        """KEYS of every task script, in the order ``lua/include/common.lua`` reads them."""
+        """Every key a task function may touch, in the order of ``TASK_KEY_KINDS``."""
         b = self.base
         return [
-            f"{b}task:{task_id}",
-            f"{b}units:{task_id}",
-            f"{b}acks:{task_id}",
-            f"{b}nodes:{task_id}",
-            f"{b}leases",
-            f"{b}expiry",
-            f"{b}conflicts",
-            f"{b}tasks",
-            f"{b}seq",
-            f"{b}spans:{task_id}",
-            f"{b}order:{task_id}",
-            f"{b}returned:{task_id}",
-            f"{b}kept:{task_id}",
-            f"{b}done:{task_id}",
-            f"{b}events",
+            f"{b}{kind}:{task_id}" if kind in _PER_TASK else f"{b}{kind}" for kind in TASK_KEY_KINDS
         ]
 
     def bitmap_key(self, task_id: str, k: int) -> str:
-        """Completion bitmap ``k`` of a range task (bit i: unit k * 2**20 + i); the scripts
+        """Completion bitmap ``k`` of a range task (bit i: unit k * 2**20 + i); the functions
         derive these names from the ``done`` key."""
         return f"{self.base}done{k}:{task_id}"
 
-    def cleanup_keys(self, task_id: str) -> list[str]:
-        """KEYS of ``cleanup_task.lua``: the task keys, then its short-lived tombstone."""
-        return [*self.task_keys(task_id), f"{self.base}cleaned:{task_id}"]
+    def lease_index_key(self) -> str:
+        """The partition's lease index (zset "<task>\\n<unit>" -> lease deadline, server ms):
+        the key that heartbeat, release and sweep are called with. The sweeper reads its
+        earliest deadline to wake when the first lease runs out."""
+        return f"{self.base}leases"
 
-    def heartbeat_keys(self) -> list[str]:
-        """KEYS of ``heartbeat.lua``."""
-        return [f"{self.base}leases"]
-
-    def release_keys(self) -> list[str]:
-        """KEYS of ``release.lua``."""
-        return [f"{self.base}leases", self.events_key()]
-
-    def sweep_keys(self) -> list[str]:
-        """KEYS of ``sweep.lua``."""
-        b = self.base
-        return [f"{b}leases", f"{b}expiry", f"{b}tasks", self.events_key()]
+    def index_key(self) -> str:
+        """The partition's task index (zset of task ids): the key ``list_tasks`` reads."""
+        return f"{self.base}tasks"
 
     def events_key(self) -> str:
         """The partition's event stream (capped near 1 000 entries), which the scripts write
         and schedulers read."""
         return f"{self.base}events"
 
-    def lease_index_key(self) -> str:
-        """The partition's lease index (zset "<task>\\n<unit>" -> lease deadline, server ms);
-        the sweeper reads its earliest deadline to wake when the first lease runs out."""
-        return f"{self.base}leases"
-
     def sweep_lock_key(self) -> str:
         """The short-lived lock a worker takes (SET NX PX) before sweeping this partition, so
         that workers do not sweep it at once; no script uses it."""
         return f"{self.base}sweeping"
-
-    def list_keys(self) -> list[str]:
-        """KEYS of ``list_tasks.lua``."""
-        return [f"{self.base}tasks"]

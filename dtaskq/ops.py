@@ -4,16 +4,15 @@ yields the script calls it needs and returns the decoded result. ``Client`` and
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from . import codec, keys, validate
-from .calls import Call, Router, Steps
+from .calls import Call, Router, Steps, claimer_request_id, request_id
 from .errors import InvalidArgument, TaskDoesNotExist, UnitNotReady
 from .models import DONE, ClaimedUnit, ClaimStatus, Done, Task, TaskRef
-from .scripts import Script, script
+from .scripts import Function, function
 
 DEFAULT_LEASE_MS = 30_000
 DEFAULT_TTL_MS = 86_400_000
@@ -22,23 +21,24 @@ DEFAULT_SWEEP_BATCH = 2_048
 MAX_CLAIM_BATCH = 1_000
 MAX_WORKERS_HINT = 100_000
 
-_ADD = script("add_task")
-_ADD_RANGE = script("add_range_task")
-_CLAIM_RANGE = script("claim_range")
-_GET = script("get_task")
-_LIST = script("list_tasks")
-_CLAIM = script("claim_unit")
-_PROGRESS = script("update_progress")
-_COMPLETE = script("complete_unit")
-_FAIL = script("fail_unit")
-_HEARTBEAT = script("heartbeat")
-_RELEASE = script("release")
-_ACK = script("record_ack")
-_FINALIZE = script("finalize_task")
-_CANCEL = script("cancel_task")
-_CLEANUP = script("cleanup_task")
-_SWEEP = script("sweep")
-_NAMESPACES = script("list_namespaces")
+_ADD = function("add_task")
+_ADD_RANGE = function("add_range_task")
+_CLAIM_RANGE = function("claim_range")
+_GET = function("get_task")
+_LIST = function("list_tasks")
+_CLAIM = function("claim_unit")
+_PROGRESS = function("update_progress")
+_COMPLETE = function("complete_unit")
+_FAIL = function("fail_unit")
+_HEARTBEAT = function("heartbeat")
+_RELEASE = function("release")
+_ACK = function("record_ack")
+_FINALIZE = function("finalize_task")
+_CANCEL = function("cancel_task")
+_CLEANUP = function("cleanup_task")
+_SWEEP = function("sweep")
+_NAMESPACES = function("list_namespaces")
+_PING = function("ping")
 
 _CLAIM_STATUSES = (ClaimStatus.HELD, ClaimStatus.LOST, ClaimStatus.NOT_RUNNING)
 _LIST_PAGE = 500
@@ -53,12 +53,6 @@ class SweepResult:
     more: bool
 
 
-def _request_id() -> str:
-    """A fresh id for one call; its retries resend the same ARGV, so a script that stored it
-    can tell its own retry from another call."""
-    return uuid.uuid4().hex
-
-
 def _token_arg(token: int | None) -> str:
     return "" if token is None else str(token)
 
@@ -67,22 +61,15 @@ def _context(ref: TaskRef, **extra: Any) -> dict[str, Any]:
     return {"namespace": ref.namespace, "task_id": ref.task_id, "version": ref.version, **extra}
 
 
-def _on_task(
-    router: Router,
-    ref: TaskRef,
-    call_script: Script,
-    args: list[Any],
-    keys_of: Callable[[keys.Partition, str], list[str]] = keys.Partition.task_keys,
-    **ctx: Any,
-) -> Steps[Any]:
-    """One script call on a task's keys; the ARGV start with the task id and version."""
+def _on_task(router: Router, ref: TaskRef, fn: Function, args: list[Any], **ctx: Any) -> Steps[Any]:
+    """One call of a task function; the ARGV start with the task id and version."""
     part = yield from router.partition(ref.namespace, ref.task_id)
     if part is None:
         raise TaskDoesNotExist(f"namespace {ref.namespace} has no tasks", **_context(ref, **ctx))
     return (
         yield Call(
-            call_script,
-            keys_of(part, ref.task_id),
+            fn,
+            [part.task_key(ref.task_id)],
             [ref.task_id, str(ref.version), *args],
             _context(ref, **ctx),
         )
@@ -165,7 +152,8 @@ def add_task(
     _conflict_keys_fit(ckeys, namespace, count)
     count = yield from router.partition_count(namespace, register=True)
     _conflict_keys_fit(ckeys, namespace, count)
-    part = keys.Partition(router.prefix, namespace, keys.partition_of(task_id, count))
+    part = yield from router.partition(namespace, task_id)
+    assert part is not None  # registered just now
     args: list[Any] = [
         task_id,
         payload,
@@ -175,14 +163,14 @@ def add_task(
         retry_backoff_ms,
         completed_ttl_ms,
         barrier,
-        _request_id(),
+        request_id(),
         len(ckeys),
         *ckeys,
         *unit_args,
     ]
     version = yield Call(
         _ADD if unit_count is None else _ADD_RANGE,
-        part.task_keys(task_id),
+        [part.task_key(task_id)],
         args,
         {"namespace": namespace, "task_id": task_id},
     )
@@ -197,7 +185,7 @@ def get_task(router: Router, namespace: str, task_id: str) -> Steps[Task | None]
     if part is None:
         return None
     reply = yield Call(
-        _GET, part.task_keys(task_id), [task_id], {"namespace": namespace, "task_id": task_id}
+        _GET, [part.task_key(task_id)], [task_id], {"namespace": namespace, "task_id": task_id}
     )
     return codec.decode_task(namespace, task_id, reply)
 
@@ -221,7 +209,9 @@ def list_tasks(router: Router, namespace: str | None = None) -> Steps[dict[str, 
             part = keys.Partition(router.prefix, ns, index)
             cursor = ""
             while True:
-                page = yield Call(_LIST, part.list_keys(), [cursor, _LIST_PAGE], {"namespace": ns})
+                page = yield Call(
+                    _LIST, [part.index_key()], [cursor, _LIST_PAGE], {"namespace": ns}
+                )
                 for raw_id in page:
                     task = yield from get_task(router, ns, raw_id.decode())
                     if task is not None:
@@ -257,7 +247,7 @@ def claim_range(
     validate.integer(max_units, "max_units", 1, MAX_CLAIM_BATCH)
     if last is not None:
         validate.integer(last, "last", 0, validate.MAX_INT - 1)
-    args = [node, max_units, "" if last is None else int(last), _request_id()]
+    args = [node, max_units, "" if last is None else int(last), claimer_request_id()]
     reply = yield from _on_task(router, ref, _CLAIM_RANGE, args, node=node)
     if len(reply) > 1:
         runs = zip(reply[1::3], reply[2::3], reply[3::3], strict=True)
@@ -337,10 +327,9 @@ def _per_partition(
     router: Router,
     node: str,
     claims: Claims,
-    call_script: Script,
-    keys_of: Callable[[keys.Partition], list[str]],
+    fn: Function,
 ) -> Steps[list[Any | None]]:
-    """Validates ``node`` and ``claims``, then makes one ``call_script`` call per partition
+    """Validates ``node`` and ``claims``, then makes one ``fn`` call per partition
     holding a claim, with ARGV node, then (task id, version, unit id, token) per claim. Returns
     each claim's reply in order; None for a claim on a namespace that never had a task."""
     validate.ident(node, "node id")
@@ -365,7 +354,7 @@ def _per_partition(
         for i in indexes:
             ref, _, token = claims[i]
             args += (ref.task_id, str(ref.version), unit_ids[i], token)
-        replies = yield Call(call_script, keys_of(part), args, {"node": node})
+        replies = yield Call(fn, [part.lease_index_key()], args, {"node": node})
         for i, reply in zip(indexes, replies, strict=True):
             answers[i] = reply
     return answers
@@ -373,9 +362,7 @@ def _per_partition(
 
 def heartbeat(router: Router, node: str, claims: Claims) -> Steps[list[ClaimStatus]]:
     """Renews the leases of ``claims`` (one call per partition); answers per claim, in order."""
-    replies = yield from _per_partition(
-        router, node, claims, _HEARTBEAT, keys.Partition.heartbeat_keys
-    )
+    replies = yield from _per_partition(router, node, claims, _HEARTBEAT)
     return [
         ClaimStatus.NOT_RUNNING if reply is None else _CLAIM_STATUSES[int(reply)]
         for reply in replies
@@ -385,7 +372,7 @@ def heartbeat(router: Router, node: str, claims: Claims) -> Steps[list[ClaimStat
 def release(router: Router, node: str, claims: Claims) -> Steps[list[bool]]:
     """Gives ``claims`` back at once (one call per partition), each lease ending as if it had
     expired (rule 25); answers per claim, in order, True when it was held and is released."""
-    replies = yield from _per_partition(router, node, claims, _RELEASE, keys.Partition.release_keys)
+    replies = yield from _per_partition(router, node, claims, _RELEASE)
     return [reply is not None and bool(reply) for reply in replies]
 
 
@@ -397,7 +384,7 @@ def record_ack(
     validate.ident(node, "node id")
     validate.flag(success, "success")
     validate.error_text(error)
-    args = [node, phase, int(success), error, _request_id()]
+    args = [node, phase, int(success), error, request_id()]
     answer = yield from _on_task(router, ref, _ACK, args, node=node)
     return bool(answer)
 
@@ -405,19 +392,19 @@ def record_ack(
 def finalize_task(router: Router, ref: TaskRef) -> Steps[bool]:
     """SWAPPING -> FINISHED once every post ack is in (rule 20); False if already FINISHED."""
     validate.ref(ref)
-    return bool((yield from _on_task(router, ref, _FINALIZE, [_request_id()])))
+    return bool((yield from _on_task(router, ref, _FINALIZE, [request_id()])))
 
 
 def cancel_task(router: Router, ref: TaskRef) -> Steps[None]:
     """STARTED -> CANCELLED (rule 21)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CANCEL, [_request_id()])
+    yield from _on_task(router, ref, _CANCEL, [request_id()])
 
 
 def cleanup_task(router: Router, ref: TaskRef) -> Steps[None]:
     """Deletes a terminal task version past its TTL (rule 22)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CLEANUP, [_request_id()], keys.Partition.cleanup_keys)
+    yield from _on_task(router, ref, _CLEANUP, [request_id()])
 
 
 def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[SweepResult]:
@@ -432,9 +419,9 @@ def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[S
         raise InvalidArgument(
             f"namespace {namespace!r} has {count} partitions, not {partition + 1}"
         )
-    part = keys.Partition(router.prefix, namespace, partition)
+    part = (yield from router.partitions(namespace))[partition]
     reclaimed, deleted, more = yield Call(
-        _SWEEP, part.sweep_keys(), [limit], {"namespace": namespace}
+        _SWEEP, [part.lease_index_key()], [limit], {"namespace": namespace}
     )
     return SweepResult(int(reclaimed), int(deleted), bool(more))
 
@@ -442,5 +429,9 @@ def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[S
 def partitions(router: Router, namespace: str) -> Steps[list[keys.Partition]]:
     """The partitions of a namespace; none before its first task."""
     validate.namespace(namespace)
-    count = yield from router.partition_count(namespace)
-    return [keys.Partition(router.prefix, namespace, p) for p in range(count)]
+    return list((yield from router.partitions(namespace)))
+
+
+def ping() -> Steps[None]:
+    """A call that does nothing but answer."""
+    yield Call(_PING, [], [])

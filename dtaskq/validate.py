@@ -29,13 +29,21 @@ def namespace(value: Any) -> str:
     return value
 
 
+def utf8_size(value: str) -> int:
+    """The size of ``value`` in UTF-8; -1 when it cannot be encoded (a lone surrogate)."""
+    if value.isascii():
+        return len(value)
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError:
+        return -1
+
+
 def is_ident(value: Any) -> TypeGuard[str]:
     """True for a valid id: 1-200 bytes of UTF-8 without braces, whitespace or controls."""
     return (
         isinstance(value, str)
-        and value != ""
-        # UTF-8 takes at most 4 bytes a character: short ids need no encoding to measure.
-        and (len(value) * 4 <= MAX_ID_BYTES or len(value.encode()) <= MAX_ID_BYTES)
+        and 0 < utf8_size(value) <= MAX_ID_BYTES
         and _BAD_ID_CHAR.search(value) is None
     )
 
@@ -59,7 +67,11 @@ def unit_id(value: Any) -> str:
 
 def group(value: Any) -> str:
     """A unit group: at most 200 bytes, no control characters; "" is the default group."""
-    if not isinstance(value, str) or len(value.encode()) > MAX_ID_BYTES or _CONTROL.search(value):
+    if (
+        not isinstance(value, str)
+        or not 0 <= utf8_size(value) <= MAX_ID_BYTES
+        or _CONTROL.search(value)
+    ):
         raise InvalidArgument(f"group must be at most {MAX_ID_BYTES} bytes of text, got {value!r}")
     return value
 
@@ -103,8 +115,8 @@ def token(value: Any) -> int | None:
 
 def error_text(value: Any) -> str:
     """An error message: text of at most 64 KiB."""
-    if not isinstance(value, str) or len(value.encode()) > MAX_ERROR_BYTES:
-        raise InvalidArgument(f"error must be text of at most {MAX_ERROR_BYTES} bytes")
+    if not isinstance(value, str) or not 0 <= utf8_size(value) <= MAX_ERROR_BYTES:
+        raise InvalidArgument(f"error must be UTF-8 text of at most {MAX_ERROR_BYTES} bytes")
     return value
 
 

@@ -1,22 +1,17 @@
 -- add_range_task: creates a task of N range units 0..N-1, or a new version of a terminal
 -- task (rules 1-5), pre-split into min(W, N) fresh regions of near-equal size, the first
 -- N mod W one unit longer (DESIGN §6). O(W) time and memory, whatever N.
--- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
--- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
--- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
+-- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
+--         partition are derived from it (docs/keys.md)
 -- ARGV[1 .. 10+C] as add_task: task id, payload, lease_ms, on_lease_expiry, max_attempts,
 --         retry_backoff_ms, completed_ttl_ms, barrier, request id, C, conflict keys
 -- ARGV[11+C] unit count N (1 .. 2^53)   ARGV[12+C] workers hint W (<= 100000; <= 0 means 1)
 -- Events: added
 -- Returns: the new version (integer)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_EXISTS, DTQ_TASK_CONFLICT
--- @include common
--- @include create
 
-local keys = call_keys()
-local o, next_arg = creation_args()
+local o, next_arg = creation_args(ARGV)
+local keys = task_keys(KEYS, o.task_id)
 if #ARGV ~= next_arg + 1 then fail('INVALID_ARGUMENT', 'expected the unit count and workers hint last') end
 local n = arg_int(ARGV[next_arg], 'unit_count', 1, 2 ^ 53)
 local w = arg_int(ARGV[next_arg + 1], 'workers_hint', -2 ^ 53, 100000)

@@ -1,9 +1,6 @@
 -- add_task: creates a task with named units, or a new version of a terminal task (rules 1-5).
--- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
--- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
--- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
+-- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
+--         partition are derived from it (docs/keys.md)
 -- ARGV[1] task id       ARGV[2] payload (bytes)      ARGV[3] lease_ms (>= 1)
 -- ARGV[4] on_lease_expiry ("reassign" | "sticky")   ARGV[5] max_attempts (>= 1)
 -- ARGV[6] retry_backoff_ms (>= 0)   ARGV[7] completed_ttl_ms (>= 0)
@@ -17,11 +14,9 @@
 -- Events: added
 -- Returns: the new version (integer)
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_EXISTS, DTQ_TASK_CONFLICT
--- @include common
--- @include create
 
-local keys = call_keys()
-local o, first_unit = creation_args()
+local o, first_unit = creation_args(ARGV)
+local keys = task_keys(KEYS, o.task_id)
 local n_args = #ARGV - first_unit + 1
 if n_args < 2 or n_args % 2 ~= 0 or n_args > 200000 then
   fail('INVALID_ARGUMENT', 'a task needs 1 to 100000 (unit id, group) pairs')

@@ -4,11 +4,8 @@
 -- retryable failure) that is ready; else the first unit of the first fresh span; else the
 -- first unit of the right half of the largest span. Each claim starts a lease (rule 6). It
 -- first ends a few expired leases of the partition, so that their units come back at once.
--- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
--- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
--- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
+-- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
+--         partition are derived from it (docs/keys.md)
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] max units k (1..1000)
 -- ARGV[5] last: the unit this node claimed last, in [0, N), or "" for none (claim_first)
 -- ARGV[6] request id: the same for every retry of one call; a retry after a lost reply gets
@@ -22,7 +19,6 @@
 --         leases it ends first)
 -- Errors: DTQ_INVALID_ARGUMENT (also for a task of named units), DTQ_TASK_DOES_NOT_EXIST,
 --         DTQ_TASK_NOT_RUNNING (the task failed or was cancelled)
--- @include common
 
 local task_id = arg_id(ARGV[1], 'task id')
 local version = arg_id(ARGV[2], 'version')
@@ -31,7 +27,7 @@ local k = arg_int(ARGV[4], 'max_units', 1, 1000)
 local last = nil
 if ARGV[5] ~= '' then last = arg_int(ARGV[5], 'last', 0, 2 ^ 53 - 1) end
 local request_id = arg_id(ARGV[6], 'request id')
-local t = require_task(call_keys(), task_id, version)
+local t = require_task(task_keys(KEYS, task_id), task_id, version)
 local answered = redis.call('HGET', t.keys.task, 'claim:' .. node)
 if answered then
   answered = cmsgpack.unpack(answered)

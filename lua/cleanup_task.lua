@@ -1,25 +1,20 @@
 -- cleanup_task: deletes every key of a terminal task version older than its TTL (rule 22).
 -- It leaves a one-minute tombstone so that a retry of the same call (same request id) after
 -- a lost reply succeeds instead of finding the task gone.
--- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
--- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
--- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
--- KEYS[16] tombstone of the task's last cleanup
+-- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
+--         partition are derived from it (docs/keys.md)
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] request id (the same for every retry of a call)
 -- Events: removed
 -- Returns: 1
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_STILL_RUNNING,
 --         DTQ_TASK_TOO_FRESH
--- @include common
 
 local task_id = arg_id(ARGV[1], 'task id')
 local version = arg_id(ARGV[2], 'version')
 local request_id = arg_id(ARGV[3], 'request id')
-local keys = call_keys()
+local keys = task_keys(KEYS, task_id)
 local done = version .. ' ' .. request_id
-if redis.call('GET', KEYS[16]) == done then return 1 end
+if redis.call('GET', keys.cleaned) == done then return 1 end
 local t = require_task(keys, task_id, version)
 if ACTIVE[t.status] then fail('TASK_STILL_RUNNING', 'task ' .. task_id .. ' is ' .. t.status) end
 local age = now_ms() - t.finished_at
@@ -29,6 +24,6 @@ end
 delete_task_data(keys, task_id)
 redis.call('ZREM', keys.index, task_id)
 redis.call('ZREM', keys.expiry, task_id)
-redis.call('SET', KEYS[16], done, 'PX', 60000)
+redis.call('SET', keys.cleaned, done, 'PX', 60000)
 emit(keys, 'removed', task_id, t.version)
 return 1

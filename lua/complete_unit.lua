@@ -1,11 +1,8 @@
 -- complete_unit: marks a unit COMPLETED (rule 12); completing the last unit moves the task on
 -- (FINISHED, or into its barrier). Completing an unassigned unit claims it first. An identical
 -- retry (same node, same token) of a completion that already happened succeeds unchanged.
--- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
--- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
--- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
+-- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
+--         partition are derived from it (docs/keys.md)
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)
 -- Events: claimed (when the reporter becomes an owner), group (the unit was the last of its
@@ -13,12 +10,11 @@
 -- Returns: the token under which the unit completed
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_LEASE_LOST, DTQ_UNIT_NOT_READY
--- @include common
 
-local task_id, version, unit_id, node = unit_call_args()
+local task_id, version, unit_id, node = unit_call_args(ARGV)
 local token = arg_token(ARGV[5])
 
-local t = require_task(call_keys(), task_id, version)
+local t = require_task(task_keys(KEYS, task_id), task_id, version)
 local stored = require_unit(t, unit_id)
 if completed_by(t, stored, node, token) then return stored[U_ATTEMPT] end
 local now = now_ms()

@@ -1,11 +1,8 @@
 -- fail_unit: reports a unit failure. A retryable failure with attempts left returns the unit
 -- to PENDING after a backoff (rule 14); otherwise the unit and the whole task fail at once
 -- (rule 13). An identical retry of a failure report succeeds unchanged.
--- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
--- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
--- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
+-- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
+--         partition are derived from it (docs/keys.md)
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] unit id   ARGV[4] node id
 -- ARGV[5] token ("" = check the node only)   ARGV[6] error text   ARGV[7] retryable (0 | 1)
 -- Events: claimed (when the reporter becomes an owner), returned (a held unit goes back to
@@ -13,15 +10,14 @@
 -- Returns: 1 when the unit will be retried, 0 when it failed for good
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST, DTQ_TASK_NOT_RUNNING,
 --         DTQ_UNIT_ALREADY_TERMINAL, DTQ_UNIT_WRONG_NODE, DTQ_LEASE_LOST, DTQ_UNIT_NOT_READY
--- @include common
 
-local task_id, version, unit_id, node = unit_call_args()
+local task_id, version, unit_id, node = unit_call_args(ARGV)
 local token = arg_token(ARGV[5])
 local message = ARGV[6]
 if message == nil or #message > 65536 then fail('INVALID_ARGUMENT', 'error text must be at most 64 KiB') end
 local retryable = arg_int(ARGV[7], 'retryable', 0, 1) == 1
 
-local t = require_task(call_keys(), task_id, version)
+local t = require_task(task_keys(KEYS, task_id), task_id, version)
 local stored = require_unit(t, unit_id)
 local same_token = token == nil or token == stored[U_ATTEMPT]
 if stored[U_STATUS] == FAILED and stored[U_NODE] == node and same_token then return 0 end

@@ -4,16 +4,15 @@
 -- Events: none (a renewed lease changes no owner and no status, so this needs no stream key)
 -- Returns: one integer per claim: 0 held (lease renewed), 1 lost, 2 task no longer running
 -- Errors: DTQ_INVALID_ARGUMENT
--- @include common
 
-local node = claim_list_args()
+local node = claim_list_args(ARGV)
 
 local HELD, LOST, NOT_RUNNING = 0, 1, 2
 local now = now_ms()
 local answers = {}
 for i = 2, #ARGV, 4 do
   local unit_id, token = ARGV[i + 2], tonumber(ARGV[i + 3])
-  local t = load_task(run_time_keys(KEYS[1], 'leases', ARGV[i]), ARGV[i], ARGV[i + 1])
+  local t = load_task(partition_task_keys(KEYS[1], 'leases', ARGV[i]), ARGV[i], ARGV[i + 1])
   local answer = NOT_RUNNING
   if t and t.status == 'STARTED' then
     answer = LOST

@@ -3,8 +3,8 @@
 -- ARGV[1] cursor: the last id of the previous page, or "" for the first page
 -- ARGV[2] page size (1..1000)
 -- Returns: up to that many task ids after the cursor
+-- Flags: no-writes (read-only: callable with FCALL_RO, on replicas too)
 -- Errors: DTQ_INVALID_ARGUMENT
--- @include common
 
 local count = arg_int(ARGV[2], 'page size', 1, 1000)
 local start = '-'

@@ -2,11 +2,8 @@
 -- node, phase) wins; acks from nodes that own no unit, and acks that arrive after their phase,
 -- are dropped. A failed ack fails the task; the last successful prepare ack moves the task to
 -- SWAPPING.
--- KEYS[1] task hash         KEYS[2] units hash       KEYS[3] acks hash
--- KEYS[4] node counts hash  KEYS[5] lease index      KEYS[6] expiry index
--- KEYS[7] conflict holders  KEYS[8] task index       KEYS[9] version counter
--- KEYS[10] spans            KEYS[11] span order      KEYS[12] returned units
--- KEYS[13] kept units       KEYS[14] completion bitmaps  KEYS[15] event stream
+-- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
+--         partition are derived from it (docs/keys.md)
 -- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] phase ("prepare" | "post")
 -- ARGV[5] success (0 | 1)   ARGV[6] error text
 -- ARGV[7] request id (the same for every retry of a call): a retry after a lost reply
@@ -15,7 +12,6 @@
 --         prepare ack)
 -- Returns: 1 when the ack was recorded, 0 when it was dropped
 -- Errors: DTQ_INVALID_ARGUMENT, DTQ_TASK_DOES_NOT_EXIST
--- @include common
 
 local task_id = arg_id(ARGV[1], 'task id')
 local version = arg_id(ARGV[2], 'version')
@@ -27,7 +23,7 @@ local message = ARGV[6]
 if message == nil or #message > 65536 then fail('INVALID_ARGUMENT', 'error text must be at most 64 KiB') end
 local request_id = arg_id(ARGV[7], 'request id')
 
-local t = require_task(call_keys(), task_id, version)
+local t = require_task(task_keys(KEYS, task_id), task_id, version)
 local ack_field = phase .. ':' .. node
 local recorded = redis.call('HGET', t.keys.acks, ack_field)
 if recorded then return cmsgpack.unpack(recorded)[4] == request_id and 1 or 0 end

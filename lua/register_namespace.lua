@@ -5,7 +5,6 @@
 -- Returns: the namespace's partition count (the stored one when it was registered before),
 --          0 for an unknown namespace that was only looked up
 -- Errors: DTQ_INVALID_ARGUMENT
--- @include common
 
 local ns = ARGV[1]
 if type(ns) ~= 'string' or #ns < 1 or #ns > 64 or string.find(ns, '[^%w_.-]') then

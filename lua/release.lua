@@ -4,22 +4,21 @@
 -- (rule 25): a reassign unit goes back to PENDING and unassigned, a sticky one is kept for its
 -- node; a range unit waits to be claimed again and the span its holder was continuing becomes
 -- fresh. Idempotent: a retry finds nothing held and releases nothing.
--- KEYS[1] the partition's lease index ("<base>leases"); the tasks' keys are derived from it
--- KEYS[2] the partition's event stream
+-- KEYS[1] the partition's lease index ("<base>leases"); the tasks' keys and the event stream
+--         are derived from it
 -- ARGV[1] node id, then quads (task id, version, unit id, token) -- four values per claim
 -- Events: returned (one per task and node the released units are now kept for, "" for any)
 -- Returns: one integer per claim: 1 released, 0 not held (lost, expired, terminal, task not
 --          running, unknown task, version or unit)
 -- Errors: DTQ_INVALID_ARGUMENT
--- @include common
 
-local node = claim_list_args()
+local node = claim_list_args(ARGV)
 
 local now = now_ms()
 local answers = {}
 for i = 2, #ARGV, 4 do
   local unit_id, token = ARGV[i + 2], tonumber(ARGV[i + 3])
-  local t = load_task(run_time_keys(KEYS[1], 'leases', ARGV[i]), ARGV[i], ARGV[i + 1])
+  local t = load_task(partition_task_keys(KEYS[1], 'leases', ARGV[i]), ARGV[i], ARGV[i + 1])
   local answer = 0
   if t and t.status == 'STARTED' then
     local raw = redis.call('HGET', t.keys.units, unit_id)

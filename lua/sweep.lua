@@ -1,36 +1,36 @@
 -- sweep: bounded maintenance of one partition. Ends expired leases (rule 25) and deletes
 -- terminal tasks past their TTL (rule 22). Idempotent; safe to run from many workers.
--- KEYS[1] lease index ("<base>leases")   KEYS[2] expiry index   KEYS[3] task index
--- KEYS[4] event stream (the tasks' keys, this one included, are derived from KEYS[1])
+-- KEYS[1] the partition's lease index ("<base>leases"); its expiry and task indexes, event
+--         stream and the tasks' keys are derived from it
 -- ARGV[1] limit: at most this many items handled per call (1..10000)
 -- Events: returned (per task and node whose units' leases it ended), removed
 -- Returns: {leases reclaimed, tasks deleted, 1 if more items are due else 0}
 -- Errors: DTQ_INVALID_ARGUMENT
--- @include common
 
 local limit = arg_int(ARGV[1], 'limit', 1, 10000)
 local now = now_ms()
+local part = partition_task_keys(KEYS[1], 'leases', '')
 local looked, reclaimed = end_expired_leases(KEYS[1], now, limit)
 local deleted = 0
 
 -- Scores are finished_at + TTL, so every entry below `now` is past its TTL (rule 22: strictly).
-local expired = redis.call('ZRANGE', KEYS[2], '-inf', '(' .. now, 'BYSCORE', 'LIMIT', 0, limit - looked)
+local expired = redis.call('ZRANGE', part.expiry, '-inf', '(' .. now, 'BYSCORE', 'LIMIT', 0, limit - looked)
 for _, task_id in ipairs(expired) do
-  local keys = run_time_keys(KEYS[1], 'leases', task_id)
+  local keys = partition_task_keys(KEYS[1], 'leases', task_id)
   local t = load_task(keys, task_id, '')
   if not t or not ACTIVE[t.status] then
     delete_task_data(keys, task_id)
-    redis.call('ZREM', KEYS[3], task_id)
+    redis.call('ZREM', part.index, task_id)
     deleted = deleted + 1
     -- Without a task hash (its backstop TTL ended it) no version is known to have gone.
     if t then emit(keys, 'removed', task_id, t.version) end
   end
-  redis.call('ZREM', KEYS[2], task_id)
+  redis.call('ZREM', part.expiry, task_id)
 end
 
 local more = 0
 if #redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, 1) > 0
-    or #redis.call('ZRANGE', KEYS[2], '-inf', '(' .. now, 'BYSCORE', 'LIMIT', 0, 1) > 0 then
+    or #redis.call('ZRANGE', part.expiry, '-inf', '(' .. now, 'BYSCORE', 'LIMIT', 0, 1) > 0 then
   more = 1
 end
 return { reclaimed, deleted, more }

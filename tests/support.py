@@ -9,8 +9,8 @@ import redis
 import redis.connection
 
 import dtaskq
-from dtaskq.keys import Partition
-from dtaskq.scripts import SCRIPTS
+from dtaskq.keys import TASK_KEY_KINDS, Partition
+from dtaskq.scripts import LIBRARY
 
 Rejects = Callable[..., Exception]
 """Type of the ``rejects`` fixture."""
@@ -68,7 +68,7 @@ def unit_of(client: dtaskq.Client, ref: dtaskq.TaskRef, unit_id: str) -> dtaskq.
 def bitmaps(r: redis.Redis, prefix: str, ref: dtaskq.TaskRef) -> dict[int, str]:
     """The completion bitmaps of a range task in a 1-partition namespace: number k -> key."""
     part = Partition(prefix, ref.namespace, 0)
-    done = part.task_keys(ref.task_id)[13]
+    done = part.task_keys(ref.task_id)[TASK_KEY_KINDS.index("done")]
     return {int(k): part.bitmap_key(ref.task_id, int(k)) for k in sorted(r.smembers(done))}
 
 
@@ -82,32 +82,27 @@ def completed_units(r: redis.Redis, prefix: str, ref: dtaskq.TaskRef) -> set[int
 
 
 class LossyConnection(redis.connection.Connection):
-    """A connection that can lose the reply to one script call: it reads the real reply from
+    """A connection that can lose the reply to one function call: it reads the real reply from
     the socket, then raises ConnectionError as if the network had dropped it. It counts the
-    script runs (replies other than NOSCRIPT), per script name."""
+    function runs (replies other than "function not found"), per operation name."""
 
-    armed: ClassVar[str | None] = None  # the name of the script whose next reply is lost
+    armed: ClassVar[str | None] = None  # the operation whose next reply is lost
     runs: ClassVar[dict[str, int]] = {}
-    _by_key: ClassVar[dict[str, str]] = {
-        **{s.sha: s.name for s in SCRIPTS.values()},
-        **{s.source: s.name for s in SCRIPTS.values()},
-    }
+    _by_name: ClassVar[dict[str, str]] = {f.server_name: f.name for f in LIBRARY.functions.values()}
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         command = str(args[0]).upper()
-        key = args[1] if command in ("EVALSHA", "EVAL") and len(args) > 1 else None
-        self._script = self._by_key.get(key) if isinstance(key, str) else None
+        key = args[1] if command in ("FCALL", "FCALL_RO") and len(args) > 1 else None
+        self._script = self._by_name.get(key) if isinstance(key, str) else None
         super().send_command(*args, **kwargs)
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         name, self._script = getattr(self, "_script", None), None
         try:
             reply = super().read_response(*args, **kwargs)
-        except redis.exceptions.NoScriptError:
-            raise  # the script did not run
-        except redis.exceptions.ResponseError:
-            if name is not None:  # it ran and rejected the call
-                LossyConnection.runs[name] = LossyConnection.runs.get(name, 0) + 1
+        except redis.exceptions.ResponseError as exc:
+            if name is not None and not str(exc).startswith("Function not found"):
+                LossyConnection.runs[name] = LossyConnection.runs.get(name, 0) + 1  # rejected
             raise
         if name is not None:
             LossyConnection.runs[name] = LossyConnection.runs.get(name, 0) + 1

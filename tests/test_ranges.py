@@ -12,7 +12,7 @@ from support import Rejects, Unchanged, bitmaps
 
 import dtaskq
 from dtaskq import DONE, ClaimedUnit, InvalidArgument, TaskDoesNotExist, TaskRef, UnitStatus
-from dtaskq.keys import Partition
+from dtaskq.keys import TASK_KEY_KINDS, Partition
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED = (
     UnitStatus.PENDING,
@@ -24,9 +24,8 @@ PENDING, IN_PROGRESS, COMPLETED, FAILED = (
 
 def task_keys(prefix: str, ref: TaskRef) -> dict[str, str]:
     """The keys of a range task (one partition), by kind."""
-    names = ["task", "units", "acks", "nodes", "leases", "expiry", "conflicts", "tasks", "seq"]
-    names += ["spans", "order", "returned", "kept", "done", "events"]
-    return dict(zip(names, Partition(prefix, ref.namespace, 0).task_keys(ref.task_id), strict=True))
+    part = Partition(prefix, ref.namespace, 0)
+    return dict(zip(TASK_KEY_KINDS, part.task_keys(ref.task_id), strict=True))
 
 
 def spans(r: redis.Redis, prefix: str, ref: TaskRef) -> list[str]:

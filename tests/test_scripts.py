@@ -1,9 +1,9 @@
-"""The script registry and the script boundary (DESIGN §4-5): files, key counts, error codes
-and their exceptions, single-slot calls, and a server that lost its script cache."""
+"""The function library and the boundary of its calls (docs/scripts.md, docs/errors.md):
+files, key counts, error codes and their exceptions, single-slot calls, and servers that lose
+or lack the library."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import zlib
@@ -18,13 +18,14 @@ from redis.crc import key_slot
 import dtaskq
 from dtaskq import errors
 from dtaskq.keys import Partition
-from dtaskq.scripts import SCRIPTS
+from dtaskq.scripts import LIBRARY, build, header
 
 State = Callable[[], dict[bytes, object]]
 
 LUA = Path(__file__).resolve().parent.parent / "lua"
 LUA_FILES = sorted(LUA.glob("*.lua"))
-ALL_LUA_TEXT = {p: p.read_text() for p in [*LUA_FILES, *sorted((LUA / "include").glob("*.lua"))]}
+INCLUDES = sorted((LUA / "include").glob("*.lua"))
+ALL_LUA_TEXT = {p: p.read_text() for p in [*LUA_FILES, *INCLUDES]}
 
 CODE_IN_TEXT = re.compile(r"\bDTQ_([A-Z][A-Z0-9_]*)")
 CODE_IN_FAIL = re.compile(r"\bfail\(\s*'([A-Z][A-Z0-9_]*)'")
@@ -33,43 +34,68 @@ KEYS_IN_BODY = re.compile(r"KEYS\[(\d+)\]")
 
 
 def header_and_body(text: str) -> tuple[str, str]:
-    lines = text.splitlines()
-    n = next((i for i, line in enumerate(lines) if not line.startswith("--")), len(lines))
-    return "\n".join(lines[:n]), "\n".join(lines[n:])
+    head = header(text)
+    return head, text[len(head) :]
 
 
-# --- the registry ----------------------------------------------------------------------
+# --- the library ---------------------------------------------------------------------------
 
 
-def test_every_lua_file_is_registered() -> None:
-    assert LUA_FILES, f"no scripts found in {LUA}"
-    assert sorted(SCRIPTS) == [p.stem for p in LUA_FILES]
+def test_every_lua_file_is_a_function_of_the_library() -> None:
+    assert LUA_FILES, f"no operations found in {LUA}"
+    assert sorted(LIBRARY.functions) == [p.stem for p in LUA_FILES]
+    assert LIBRARY.source.startswith(f"#!lua name={LIBRARY.name}\n")
+    for fn in LIBRARY.functions.values():
+        assert fn.server_name == f"{LIBRARY.name}_{fn.name}"
+        assert f"function_name = '{fn.server_name}'" in LIBRARY.source
 
 
 @pytest.mark.parametrize("path", LUA_FILES, ids=[p.stem for p in LUA_FILES])
-def test_registry_entry_matches_its_file(path: Path) -> None:
+def test_library_entry_matches_its_file(path: Path) -> None:
     text = path.read_text()
-    header, body = header_and_body(text)
-    entry = SCRIPTS[path.stem]
-    numbers = [int(n) for m in KEYS_IN_HEADER.findall(header) for n in m if n]
-    assert numbers, f"{path.name}: the header lists no KEYS"
-    assert entry.name == path.stem
-    assert entry.num_keys == max(numbers)
+    head, body = header_and_body(text)
+    entry = LIBRARY.functions[path.stem]
+    numbers = [int(n) for m in KEYS_IN_HEADER.findall(head) for n in m if n]
+    assert entry.num_keys == max(numbers, default=0)
+    assert entry.num_keys <= 1, "a call passes one key and derives the rest (docs/keys.md)"
     # The file itself never reads a key its header does not declare.
     assert all(int(n) <= entry.num_keys for n in KEYS_IN_BODY.findall(body))
-    # Includes are spliced in and the SHA is that of what the server runs.
-    assert not re.search(r"^-- @include", entry.source, re.MULTILINE)
-    if re.search(r"^-- @include common$", text, re.MULTILINE):
-        assert "local function fail(" in entry.source
-    assert entry.source.rstrip().endswith(body.strip())
-    assert entry.sha == hashlib.sha1(entry.source.encode()).hexdigest()
-    # The header says what it returns and which errors it raises.
-    assert "Returns:" in header and "Errors:" in header
+    assert f"local function op_{path.stem}(KEYS, ARGV)\n{text}\nend\n" in LIBRARY.source
+    assert entry.read_only == ("Flags: no-writes" in head)
+    assert "Returns:" in head and "Errors:" in head
 
 
-def test_the_server_agrees_on_every_sha(r: redis.Redis) -> None:
-    for name, entry in SCRIPTS.items():
-        assert r.script_load(entry.source) == entry.sha, name
+def test_every_include_is_defined_once_before_its_users() -> None:
+    source = LIBRARY.source
+    positions = {p.stem: source.index(f"-- lua/include/{p.name}\n") for p in INCLUDES}
+    for path in INCLUDES:
+        assert source.count(f"-- lua/include/{path.name}\n") == 1
+        for line in re.findall(r"^-- @requires (.*)$", path.read_text(), re.MULTILINE):
+            for needed in line.split():
+                assert positions[needed] < positions[path.stem], (path.stem, needed)
+    first_op = min(source.index(f"-- lua/{p.name}\n") for p in LUA_FILES)
+    assert max(positions.values()) < first_op
+
+
+def test_the_name_carries_a_hash_of_the_contents(tmp_path: Path) -> None:
+    copy = tmp_path / "lua"
+    (copy / "include").mkdir(parents=True)
+    for path in [*LUA_FILES, *INCLUDES]:
+        (copy / path.relative_to(LUA)).write_text(path.read_text())
+    assert build(copy).name == LIBRARY.name
+    (copy / "ping.lua").write_text((LUA / "ping.lua").read_text() + "-- changed\n")
+    changed = build(copy)
+    assert changed.name != LIBRARY.name
+    assert all(
+        changed.functions[n].server_name != f.server_name for n, f in LIBRARY.functions.items()
+    )
+
+
+def test_the_server_loads_the_library(r: redis.Redis) -> None:
+    assert r.function_load(LIBRARY.source, replace=True) == LIBRARY.name.encode()
+    listed = r.function_list(library=LIBRARY.name)
+    assert len(listed) == 1
+    assert r.fcall_ro(LIBRARY.functions["ping"].server_name, 0) == b"PONG"
 
 
 @pytest.mark.parametrize("path", LUA_FILES, ids=[p.stem for p in LUA_FILES])
@@ -133,11 +159,10 @@ def test_a_real_error_carries_its_fields_and_a_clean_message(
     ref = client.add_task(namespace, "task-1", units=["unit-a"])
     client.claim_unit(ref, "node-1", "unit-a")
     # What the server itself replies, for comparison.
-    keys = Partition(prefix, namespace, 0).task_keys("task-1")
+    key = Partition(prefix, namespace, 0).task_key("task-1")
+    claim = LIBRARY.functions["claim_unit"].server_name
     with pytest.raises(redis.ResponseError) as raw:
-        r.evalsha(
-            SCRIPTS["claim_unit"].sha, len(keys), *keys, "task-1", str(ref.version), "unit-a", "n2"
-        )
+        r.fcall(claim, 1, key, "task-1", str(ref.version), "unit-a", "n2")
     assert str(raw.value).startswith("DTQ_UNIT_WRONG_NODE unit unit-a is owned by node node-1")
 
     before = state()
@@ -151,7 +176,7 @@ def test_a_real_error_carries_its_fields_and_a_clean_message(
     assert (error.unit, error.node) == ("unit-a", "node-2")
     assert error.message == "unit unit-a is owned by node node-1"
     assert str(error) == error.message
-    assert "script" not in str(error) and "@user_script" not in str(error)
+    assert "script" not in str(error) and "@user_" not in str(error)
 
     client.cancel_task(ref)
     with pytest.raises(dtaskq.TaskNotRunning) as not_running:
@@ -175,29 +200,23 @@ def test_acks_missing_lists_the_nodes(client: dtaskq.Client, namespace: str) -> 
 
 
 class RecordingRedis(redis.Redis):
-    """A real connection that also notes the keys of every script call it makes."""
+    """A real connection that also notes every function call it makes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[str, str, list[str]]] = []
 
-    def _note(self, how: str, script: str, numkeys: int, rest: tuple[Any, ...]) -> None:
-        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in rest[:numkeys]]
-        self.calls.append((how, script, keys))
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if args[0] in ("FCALL", "FCALL_RO"):
+            numkeys = int(args[2])
+            keys = [k.decode() if isinstance(k, bytes) else str(k) for k in args[3 : 3 + numkeys]]
+            self.calls.append((args[0], args[1], keys))
+        return super().execute_command(*args, **options)
 
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
-        self._note("evalsha", sha, numkeys, keys_and_args)
-        return super().evalsha(sha, numkeys, *keys_and_args)
-
-    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
-        self._note("eval", script, numkeys, keys_and_args)
-        return super().eval(script, numkeys, *keys_and_args)
-
-    def script_names(self) -> list[str]:
-        """The name of the script of each recorded call."""
-        by_sha = {s.sha: name for name, s in SCRIPTS.items()}
-        by_source = {s.source: name for name, s in SCRIPTS.items()}
-        return [by_sha.get(script) or by_source[script] for _, script, _ in self.calls]
+    def function_names(self) -> list[str]:
+        """The operation of each recorded call."""
+        by_name = {f.server_name: name for name, f in LIBRARY.functions.items()}
+        return [by_name[fn] for _, fn, _ in self.calls]
 
 
 @pytest.fixture
@@ -268,43 +287,44 @@ def test_every_script_call_touches_one_slot(
     deleted = sum(client.sweep(namespace, p).deleted for p in range(4))
     assert deleted == 1  # "short": ttl 0
     listing = client.list_tasks()
+    assert client.ping() == LIBRARY.name
     assert len(listing[namespace]) == 10
     assert all(t.status is dtaskq.TaskStatus.FINISHED for t in listing[namespace])
     assert {t.task_id for t in listing[single]} == {"guarded", "flaky"}
 
-    assert set(recording.script_names()) == set(SCRIPTS), "the scenario should use every script"
-    for how, script, keys in recording.calls:
-        assert keys, how
-        slots = {key_slot(k.encode()) for k in keys}
-        assert len(slots) == 1, f"{script[:60]!r} touches several slots: {keys}"
+    names = recording.function_names()
+    assert set(names) == set(LIBRARY.functions), "the scenario should use every function"
+    for (_, fn, keys), name in zip(recording.calls, names, strict=True):
+        assert len(keys) == LIBRARY.functions[name].num_keys, fn
+        assert len({key_slot(k.encode()) for k in keys}) <= 1
     task_slots = {
         key_slot(keys[0].encode())
-        for name, (_, _, keys) in zip(recording.script_names(), recording.calls, strict=True)
+        for name, (_, _, keys) in zip(recording.function_names(), recording.calls, strict=True)
         if name == "claim_unit"
     }
     assert len(task_slots) > 1, "tasks of a 4-partition namespace should use several slots"
     # One heartbeat call per partition holding a claim.
     partitions = {zlib.crc32(ref.task_id.encode()) % 4 for ref in refs}
     assert len(partitions) > 1
-    assert recording.script_names().count("heartbeat") == len(partitions)
-    assert recording.script_names().count("release") == len(partitions)
+    assert recording.function_names().count("heartbeat") == len(partitions)
+    assert recording.function_names().count("release") == len(partitions)
 
 
-# --- a server that forgets its scripts -------------------------------------------------------
+# --- a server that loses, or never had, the library ---------------------------------------
 
 
-def test_calls_survive_a_script_flush(
+def test_calls_survive_a_function_flush(
     recording: RecordingRedis, r: redis.Redis, prefix: str, namespace: str
 ) -> None:
     client = dtaskq.Client(recording, prefix=prefix)
     first = client.add_task(namespace, "first", units=["a", "b"])
     token = client.claim_unit(first, "n1", "a")
-    recording.calls.clear()
 
-    r.script_flush()
-    assert r.script_exists(SCRIPTS["complete_unit"].sha) == [False]
+    r.function_flush()
+    assert r.function_list(library=LIBRARY.name) == []
 
     assert client.complete_unit(first, "n1", "a", token) == token
+    r.function_flush()
     second = client.add_task(namespace, "second", units=["x"])
     assert second.version == first.version + 1  # the version counter moved exactly once
     assert client.complete_unit(first, "n2", "b") == 1
@@ -317,25 +337,67 @@ def test_calls_survive_a_script_flush(
     assert [u.attempt for u in task.units.values()] == [1, 1]
     second_task = client.get_task(namespace, "second")
     assert second_task is not None and second_task.status is dtaskq.TaskStatus.FINISHED
-
-    # Each script fell back to EVAL once, which loaded it again for the later calls.
-    names = recording.script_names()
-    evals = [
-        name for (how, _, _), name in zip(recording.calls, names, strict=True) if how == "eval"
-    ]
-    assert sorted(evals) == sorted(set(evals))
-    assert {"complete_unit", "add_task", "claim_unit", "get_task"} <= set(evals)
-    assert names.count("complete_unit") == 3 + 1  # three calls, plus the first one's EVAL
-    assert r.script_exists(SCRIPTS["complete_unit"].sha) == [True]
+    assert len(r.function_list(library=LIBRARY.name)) == 1
 
 
-async def test_async_calls_survive_a_script_flush(
+async def test_async_calls_survive_a_function_flush(
     aclient: dtaskq.AsyncClient, r: redis.Redis, namespace: str
 ) -> None:
     ref = await aclient.add_task(namespace, "t", units=["a"])
-    r.script_flush()
+    r.function_flush()
     token = await aclient.claim_unit(ref, "n1", "a")
-    r.script_flush()
+    r.function_flush()
     assert await aclient.complete_unit(ref, "n1", "a", token) == token
     task = await aclient.get_task(namespace, "t")
     assert task is not None and task.status is dtaskq.TaskStatus.FINISHED
+
+
+def test_two_versions_of_the_library_live_side_by_side(
+    tmp_path: Path, client: dtaskq.Client, r: redis.Redis, namespace: str
+) -> None:
+    """A rolling upgrade: an older dtaskq keeps calling its own functions while a newer one
+    loads its library; neither replaces the other's."""
+    copy = tmp_path / "lua"
+    (copy / "include").mkdir(parents=True)
+    for path in [*LUA_FILES, *INCLUDES]:
+        (copy / path.relative_to(LUA)).write_text(path.read_text())
+    (copy / "ping.lua").write_text((LUA / "ping.lua").read_text().replace("'PONG'", "'NEWER'"))
+    newer = build(copy)
+    ref = client.add_task(namespace, "t", units=["a"])
+    r.function_load(newer.source)
+    assert r.fcall_ro(newer.functions["ping"].server_name, 0) == b"NEWER"
+    assert client.ping() == LIBRARY.name
+    assert client.claim_unit(ref, "n1", "a") == 1
+    libraries = {entry[1] for entry in r.function_list()}  # [b"library_name", name, ...]
+    assert {LIBRARY.name.encode(), newer.name.encode()} <= libraries
+    r.function_delete(newer.name)
+
+
+def test_an_application_user_without_function_load(
+    server_url: str, r: redis.Redis, prefix: str, namespace: str
+) -> None:
+    """Where the application may not run FUNCTION LOAD, it fails with a clear error until an
+    administrator loads the library; then FCALL and FCALL_RO are all it needs."""
+    user = "app-" + prefix
+    r.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        commands=["+@all", "-function"],
+    )
+    try:
+        r.function_flush()
+        url = server_url.replace("redis://", f"redis://{user}:secret@", 1)
+        with dtaskq.Client.from_url(url, prefix=prefix) as app:
+            with pytest.raises(dtaskq.ConfigurationError) as refused:
+                app.add_task(namespace, "t", units=["a"])
+            assert "dtaskq library load" in str(refused.value)
+            assert r.keys(f"*{prefix}*") == []
+            with dtaskq.Client.from_url(server_url, prefix=prefix) as admin:
+                assert admin.load_library() == LIBRARY.name
+            ref = app.add_task(namespace, "t", units=["a"])
+            assert app.claim_unit(ref, "n1", "a") == 1
+            assert app.get_task(namespace, "t") is not None
+    finally:
+        r.acl_deluser(user)

@@ -13,7 +13,7 @@ import redis
 import dtaskq
 from dtaskq import TaskRef, UnitSpec
 from dtaskq.keys import Partition, namespaces_key
-from dtaskq.scripts import SCRIPTS
+from dtaskq.scripts import LIBRARY
 
 State = Callable[[], dict[bytes, object]]
 
@@ -401,10 +401,10 @@ class Scripts:
         self.part = Partition(prefix, namespace, 0)
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self.r.eval(SCRIPTS[name].source, len(keys), *keys, *args)
+        return self.r.fcall(LIBRARY.functions[name].server_name, len(keys), *keys, *args)
 
     def on_task(self, name: str, task_id: str, args: list[Any]) -> Any:
-        return self.run(name, self.part.task_keys(task_id), args)
+        return self.run(name, [self.part.task_key(task_id)], args)
 
 
 @pytest.fixture
@@ -542,7 +542,7 @@ def test_add_task_script_accepts_the_base_arguments(scripts: Scripts) -> None:
     """The malformed cases above differ from a valid call in one value only."""
     version = scripts.on_task("add_task", "old", add_args())
     assert version == 3
-    assert scripts.r.hget(scripts.part.task_keys("old")[0], "status") == b"STARTED"
+    assert scripts.r.hget(scripts.part.task_key("old"), "status") == b"STARTED"
 
 
 @pytest.mark.parametrize(
@@ -673,7 +673,7 @@ HEARTBEAT_CASES: dict[str, list[Any]] = {
 def test_heartbeat_script_checks_its_arguments(
     scripts: Scripts, state: State, args: list[Any]
 ) -> None:
-    keys = scripts.part.heartbeat_keys()
+    keys = [scripts.part.lease_index_key()]
     _expect_invalid(scripts, state, lambda: scripts.run("heartbeat", keys, args))
 
 
@@ -681,13 +681,13 @@ def test_heartbeat_script_checks_its_arguments(
 def test_release_script_checks_its_arguments(
     scripts: Scripts, state: State, args: list[Any]
 ) -> None:
-    keys = scripts.part.release_keys()
+    keys = [scripts.part.lease_index_key()]
     _expect_invalid(scripts, state, lambda: scripts.run("release", keys, args))
 
 
 def test_release_script_accepts_the_base_arguments(scripts: Scripts) -> None:
     """The malformed cases above differ from a valid call in one value only."""
-    keys = scripts.part.release_keys()
+    keys = [scripts.part.lease_index_key()]
     args = ["n1", "live", "1", "a", "1", "live", "1", "b", "1"]
     assert scripts.run("release", keys, args) == [1, 0]
     assert scripts.run("release", keys, args) == [0, 0]
@@ -721,7 +721,7 @@ def test_release_script_accepts_the_base_arguments(scripts: Scripts) -> None:
 def test_partition_scripts_check_their_arguments(
     scripts: Scripts, state: State, name: str, args: list[Any]
 ) -> None:
-    keys = scripts.part.sweep_keys() if name == "sweep" else scripts.part.list_keys()
+    keys = [scripts.part.lease_index_key() if name == "sweep" else scripts.part.index_key()]
     _expect_invalid(scripts, state, lambda: scripts.run(name, keys, args))
 
 

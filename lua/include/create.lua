@@ -1,9 +1,10 @@
 -- What add_task and add_range_task share: their first ARGV, the checks of rules 2 and 5, and
--- writing the new version's task hash. Spliced after common.
+-- writing the new version's task hash.
+-- @requires tasks
 
 -- ARGV[1 .. 10+C] (see the scripts' headers). Returns the options and the index of the next
 -- ARGV entry, where the units are described.
-local function creation_args()
+local function creation_args(ARGV)
   local o = {
     task_id = arg_id(ARGV[1], 'task id'), payload = ARGV[2],
     lease_ms = arg_int(ARGV[3], 'lease_ms', 1, 2 ^ 40), expiry = ARGV[4],

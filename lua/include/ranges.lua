@@ -1,4 +1,4 @@
--- Range units (DESIGN §6), spliced into common. Units 0..N-1 that nobody has claimed yet lie
+-- Range units (docs/ranges.md). Units 0..N-1 that nobody has claimed yet lie
 -- in spans [start, end). A span is *fresh* when no node continues it, else it is continued by
 -- the node that claimed unit start - 1 and will most likely want `start` next.
 --   spans     every span by start, as the member "<start> <end> <node>" (node '' when fresh)
@@ -12,14 +12,10 @@
 -- A unit has a record in `units` only once claimed, and keeps it while in flight, waiting to
 -- be claimed again, or failed; a completed unit keeps one only if it was claimed more than
 -- once (to recognise a retried report). So a unit with no record is complete or in a span.
+-- @requires args records
 
 local FRESH = 2 ^ 53
 local BITMAP_UNITS = 1048576
-
--- Decimal text of an integer up to 2^53; `..` would print it with 14 significant digits.
-local function int(n)
-  return string.format('%.0f', n)
-end
 
 -- The number of range unit `unit_id`, or nil unless it is the canonical decimal of one.
 local function range_unit(t, unit_id)

@@ -1,0 +1,36 @@
+"""Server URLs: ``redis://``, ``rediss://`` (TLS) and ``unix://`` as redis-py reads them, plus
+``?cluster=1`` for a Redis Cluster (any node's address will do)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .errors import InvalidArgument
+
+SCHEMES = ("redis", "rediss", "unix")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse(url: object) -> tuple[str, bool]:
+    """The URL for redis-py without dtaskq's own ``cluster`` parameter, and whether it names a
+    cluster. Raises ``InvalidArgument`` for anything that is not a server URL."""
+    if not isinstance(url, str):
+        raise InvalidArgument(f"a server URL must be text, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- reading it checks that the port is a number
+    except ValueError as exc:
+        raise InvalidArgument(f"not a server URL: {url!r} ({exc})") from None
+    if parts.scheme not in SCHEMES:
+        raise InvalidArgument(
+            f"not a server URL: {url!r}; expected redis://host:port/db, rediss:// or unix://"
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise InvalidArgument(f"not a server URL: {url!r} names no host")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [value.lower() for name, value in query if name == "cluster"]
+    if any(flag not in _TRUE + _FALSE for flag in flags):
+        raise InvalidArgument(f"cluster= takes 1 or 0 in {url!r}")
+    rest = urlencode([(name, value) for name, value in query if name != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), bool(flags) and flags[-1] in _TRUE
