@@ -12,10 +12,20 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from . import ops, urls
+from . import claims, ops, reads, urls
 from .calls import Call, ClientCore, ClientOptions, Retries, Steps, library_refused
 from .keys import Partition
-from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
+from .models import (
+    ClaimedUnit,
+    ClaimResult,
+    ClaimStatus,
+    Done,
+    Task,
+    TaskRef,
+    TaskSummary,
+    TaskView,
+    UnitSpec,
+)
 from .ops import TaskOptions
 from .scripts import LIBRARY
 
@@ -144,29 +154,63 @@ class AsyncClient:
 
     async def get_task(self, namespace: str, task_id: str) -> Task | None:
         """See :meth:`dtaskq.Client.get_task`."""
-        return await self._drive(ops.get_task(self._core.router, namespace, task_id))
+        return await self._drive(reads.get_task(self._core.router, namespace, task_id))
 
     async def list_tasks(self, namespace: str | None = None) -> dict[str, list[Task]]:
         """See :meth:`dtaskq.Client.list_tasks`."""
-        return await self._drive(ops.list_tasks(self._core.router, namespace))
+        return await self._drive(reads.list_tasks(self._core.router, namespace))
+
+    async def task_view(self, namespace: str, task_id: str, node: str) -> TaskView | None:
+        """See :meth:`dtaskq.Client.task_view`."""
+        return await self._drive(reads.task_view(self._core.router, namespace, task_id, node))
+
+    async def task_summaries(self, namespace: str, node: str) -> list[TaskSummary]:
+        """See :meth:`dtaskq.Client.task_summaries`."""
+        return await self._drive(reads.task_summaries(self._core.router, namespace, node))
 
     async def claim_unit(self, ref: TaskRef, node: str, unit: str | int) -> int:
         """See :meth:`dtaskq.Client.claim_unit`."""
-        return await self._drive(ops.claim_unit(self._core.router, ref, node, unit))
+        return await self._drive(claims.claim_unit(self._core.router, ref, node, unit))
 
     async def claim_first(self, ref: TaskRef, node: str) -> ClaimedUnit | Done:
         """See :meth:`dtaskq.Client.claim_first`."""
-        return await self._drive(ops.claim_one(self._core.router, ref, node, None))
+        return await self._drive(claims.claim_one(self._core.router, ref, node, None))
 
     async def claim_next(self, ref: TaskRef, node: str, last: int) -> ClaimedUnit | Done:
         """See :meth:`dtaskq.Client.claim_next`."""
-        return await self._drive(ops.claim_one(self._core.router, ref, node, last))
+        return await self._drive(claims.claim_one(self._core.router, ref, node, last))
 
     async def claim(
         self, ref: TaskRef, node: str, max_units: int = 1, last: int | None = None
     ) -> list[ClaimedUnit] | Done:
         """See :meth:`dtaskq.Client.claim`."""
-        return await self._drive(ops.claim_range(self._core.router, ref, node, max_units, last))
+        return await self._drive(claims.claim_batch(self._core.router, ref, node, max_units, last))
+
+    async def complete_and_claim(
+        self,
+        ref: TaskRef,
+        node: str,
+        done: Sequence[tuple[str | int, int]],
+        max_units: int = 1,
+        last: int | None = None,
+    ) -> ClaimResult:
+        """See :meth:`dtaskq.Client.complete_and_claim`."""
+        return await self._drive(
+            claims.claim_range(self._core.router, ref, node, max_units, last, done)
+        )
+
+    async def claim_any(
+        self,
+        ref: TaskRef,
+        node: str,
+        max_units: int = 1,
+        units: Iterable[str] | None = None,
+        complete: Sequence[tuple[str | int, int]] = (),
+    ) -> ClaimResult:
+        """See :meth:`dtaskq.Client.claim_any`."""
+        return await self._drive(
+            claims.claim_any(self._core.router, ref, node, max_units, units, complete)
+        )
 
     async def update_progress(
         self, ref: TaskRef, node: str, unit: str | int, progress: float, token: int | None = None

@@ -11,10 +11,20 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from . import ops, urls
+from . import claims, ops, reads, urls
 from .calls import Call, ClientCore, ClientOptions, Retries, Steps, library_refused
 from .keys import Partition
-from .models import ClaimedUnit, ClaimStatus, Done, Task, TaskRef, UnitSpec
+from .models import (
+    ClaimedUnit,
+    ClaimResult,
+    ClaimStatus,
+    Done,
+    Task,
+    TaskRef,
+    TaskSummary,
+    TaskView,
+    UnitSpec,
+)
 from .ops import TaskOptions
 from .scripts import LIBRARY
 
@@ -161,12 +171,24 @@ class Client:
 
     def get_task(self, namespace: str, task_id: str) -> Task | None:
         """The latest version of a task, read atomically, or None if there is none."""
-        return self._drive(ops.get_task(self._core.router, namespace, task_id))
+        return self._drive(reads.get_task(self._core.router, namespace, task_id))
 
     def list_tasks(self, namespace: str | None = None) -> dict[str, list[Task]]:
         """``{namespace: [Task, ...]}`` without empty namespaces: active tasks first, then by
         activity time (finished_at, else started_at) descending, then by id."""
-        return self._drive(ops.list_tasks(self._core.router, namespace))
+        return self._drive(reads.list_tasks(self._core.router, namespace))
+
+    def task_view(self, namespace: str, task_id: str, node: str) -> TaskView | None:
+        """What ``node``'s scheduler needs of the latest version of a task: its status, counts,
+        acks, owning nodes and ``node``'s own named units, read in time that grows with those
+        units rather than the task's; None if there is no such task."""
+        return self._drive(reads.task_view(self._core.router, namespace, task_id, node))
+
+    def task_summaries(self, namespace: str, node: str) -> list[TaskSummary]:
+        """Every task of ``namespace`` as ``node``'s scheduler sees it on a resync: id,
+        version, status, and whether ``node`` could claim a unit or owns one; one call per
+        partition (and page of 500 tasks), whatever the tasks' sizes."""
+        return self._drive(reads.task_summaries(self._core.router, namespace, node))
 
     def claim_unit(self, ref: TaskRef, node: str, unit: str | int) -> int:
         """Claims ``unit`` for ``node`` and returns its token; the first claimer wins and a
@@ -175,7 +197,7 @@ class Client:
         Raises ``UnitWrongNode``, ``UnitAlreadyTerminal``, ``TaskNotRunning``,
         ``TaskDoesNotExist``, or ``UnitNotReady`` while a retried unit backs off.
         """
-        return self._drive(ops.claim_unit(self._core.router, ref, node, unit))
+        return self._drive(claims.claim_unit(self._core.router, ref, node, unit))
 
     def claim_first(self, ref: TaskRef, node: str) -> ClaimedUnit | Done:
         """Claims a unit of a range task for ``node``: one waiting to be claimed again, else the
@@ -186,11 +208,11 @@ class Client:
         Raises ``UnitNotReady`` when the only units left back off after a retryable failure,
         ``TaskNotRunning`` once the task failed or was cancelled.
         """
-        return self._drive(ops.claim_one(self._core.router, ref, node, None))
+        return self._drive(claims.claim_one(self._core.router, ref, node, None))
 
     def claim_next(self, ref: TaskRef, node: str, last: int) -> ClaimedUnit | Done:
         """Claims ``last + 1`` for ``node`` while it is unclaimed, else as :meth:`claim_first`."""
-        return self._drive(ops.claim_one(self._core.router, ref, node, last))
+        return self._drive(claims.claim_one(self._core.router, ref, node, last))
 
     def claim(
         self, ref: TaskRef, node: str, max_units: int = 1, last: int | None = None
@@ -198,7 +220,40 @@ class Client:
         """Claims up to ``max_units`` (at most 1 000) range units in one call, each as
         :meth:`claim_next` would after the one before it, so contiguous where possible; the
         first after ``last``, or as :meth:`claim_first` when ``last`` is None."""
-        return self._drive(ops.claim_range(self._core.router, ref, node, max_units, last))
+        return self._drive(claims.claim_batch(self._core.router, ref, node, max_units, last))
+
+    def complete_and_claim(
+        self,
+        ref: TaskRef,
+        node: str,
+        done: Sequence[tuple[str | int, int]],
+        max_units: int = 1,
+        last: int | None = None,
+    ) -> ClaimResult:
+        """Range tasks: completes the ``(unit, token)`` pairs in ``done``, then claims up to
+        ``max_units`` units as :meth:`claim` does, all in one round trip (``max_units`` may be
+        0 to complete only). A completion the unit's state turns away (its lease was lost, say)
+        is listed in ``rejected`` and does not stop the others; a task that failed or was
+        cancelled raises ``TaskNotRunning`` and completes nothing."""
+        return self._drive(claims.claim_range(self._core.router, ref, node, max_units, last, done))
+
+    def claim_any(
+        self,
+        ref: TaskRef,
+        node: str,
+        max_units: int = 1,
+        units: Iterable[str] | None = None,
+        complete: Sequence[tuple[str | int, int]] = (),
+    ) -> ClaimResult:
+        """Tasks of named units: completes the ``(unit, token)`` pairs in ``complete``, then
+        hands ``node`` up to ``max_units`` pending units, each claimed under a new token: units
+        kept for it (sticky tasks), then units returned after a lease expiry or a retryable
+        failure, then fresh ones in task order; only units in ``units`` when given. Never a unit
+        a node holds, so concurrent callers never get the same unit. One round trip, O(log n)
+        a unit (O(len(units)) with a filter)."""
+        return self._drive(
+            claims.claim_any(self._core.router, ref, node, max_units, units, complete)
+        )
 
     def update_progress(
         self, ref: TaskRef, node: str, unit: str | int, progress: float, token: int | None = None

@@ -122,7 +122,7 @@ class UnitNotReady(DtaskqError):
 
     code = "UNIT_NOT_READY"
     retry_after_ms: int | None = None
-    """When a range claim found only units backing off: how long until the first is ready."""
+    """How long until the unit (or, for a range claim, the first unit left) is ready."""
 
 
 class TransientError(DtaskqError):
@@ -165,6 +165,7 @@ ERROR_CODES = frozenset(_BY_CODE)
 # Errors raised from nested Lua functions get the server's location appended:
 # " script: <name>, on @user_function:<line>." (Redis) or " script: on @user_function:<line>."
 # (Valkey); plain scripts say @user_script.
+_BACKING_OFF = re.compile(r"(\d+) ms")
 _LOCATION = re.compile(r"\s*script: (?:\w+, )?on @user_(?:script|function):\d+\.\s*$")
 
 
@@ -180,4 +181,7 @@ def from_script_error(text: str, context: dict[str, Any]) -> DtaskqError | None:
     cls = _BY_CODE.get(code, PermanentRejection)
     error = cls(message, **context)
     error.code = code
+    if isinstance(error, UnitNotReady):
+        wait = _BACKING_OFF.search(message)
+        error.retry_after_ms = int(wait.group(1)) if wait else None
     return error

@@ -66,11 +66,15 @@ TASK_KEY_KINDS = (
     "done",
     "events",
     "cleaned",
+    "pending",
+    "owned",
+    "answers",
 )
 """Kinds of the keys a task function may touch (besides the bitmaps ``done<k>``), in the order
 of :meth:`Partition.task_keys`."""
 _PER_TASK = frozenset(
     {"task", "units", "acks", "nodes", "spans", "order", "returned", "kept", "done", "cleaned"}
+    | {"pending", "owned", "answers"}
 )
 
 

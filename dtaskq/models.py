@@ -9,7 +9,7 @@ from typing import Final
 
 
 class TaskStatus(enum.StrEnum):
-    """Status of a task (DESIGN §3); the value is the upper-case name."""
+    """Status of a task (docs/rules.md); the value is the upper-case name."""
 
     STARTED = "STARTED"
     PREPARING = "PREPARING"
@@ -25,7 +25,7 @@ class TaskStatus(enum.StrEnum):
 
 
 class UnitStatus(enum.StrEnum):
-    """Status of a unit (DESIGN §3); the value is the upper-case name."""
+    """Status of a unit (docs/rules.md); the value is the upper-case name."""
 
     PENDING = "PENDING"
     IN_PROGRESS = "IN_PROGRESS"
@@ -85,6 +85,37 @@ class ClaimedUnit(int):
         return int.__repr__(self)
 
 
+class ClaimedName(str):
+    """A named unit handed out by ``claim_any``: the unit id itself (a ``str``), carrying the
+    fencing ``token`` of its claim for later reports."""
+
+    token: int
+
+    def __new__(cls, unit: str, token: int) -> ClaimedName:
+        claimed = super().__new__(cls, unit)
+        claimed.token = token
+        return claimed
+
+    def __repr__(self) -> str:
+        return f"ClaimedName({str.__repr__(self)}, token={self.token})"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What a claim that also completes units answered (``complete_and_claim``,
+    ``claim_any``)."""
+
+    units: list[ClaimedUnit] | list[ClaimedName]
+    """The units handed out, in claim order."""
+    rejected: dict[str, Exception] = field(default_factory=dict)
+    """Completions the units' state turned away, by unit id (``LeaseLost``, ``UnitWrongNode``,
+    ...); the others took effect. Their units are not this node's to report on any more."""
+    done: bool = False
+    """No unit is left to hand out to this node (every one is claimed, complete, or held)."""
+    retry_after_ms: int = 0
+    """When no unit was handed out and one is backing off: how long until it is ready."""
+
+
 @dataclass(frozen=True)
 class TaskRef:
     """Names one version of a task; every call after ``add_task`` takes one."""
@@ -142,6 +173,7 @@ class Task:
     error: str
     started_at: datetime
     finished_at: datetime | None
+    """When the task reached its terminal status (set once)."""
     units: dict[str, Unit]
     """Named tasks: every unit. Range tasks: the units in flight, failed, or waiting to be
     claimed again after a lease expiry or a retryable failure; ``counts`` has the totals."""
@@ -161,6 +193,9 @@ class Task:
     conflict_keys: tuple[str, ...] = ()
     unit_count: int | None = None
     """N for a range task (units 0..N-1), None for a task of named units."""
+    units_finished_at: datetime | None = None
+    """When the last unit became terminal (rule 15): with ``finished_at``, the barrier window.
+    None while units are left, and for a task that failed or was cancelled before."""
 
     @property
     def ref(self) -> TaskRef:
@@ -171,3 +206,31 @@ class Task:
     def is_active(self) -> bool:
         """True while the task is not terminal."""
         return not self.status.is_terminal
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What one node's scheduler reads of a task (``Client.task_view``): ``task`` is a snapshot
+    without its payload whose ``units`` holds only the named units that node owns, and whose
+    ``counts`` holds only COMPLETED; reading it costs time in the node's units, not the task's."""
+
+    task: Task
+    groups_left: dict[str, int]
+    """The groups of those units -> how many of their units are not complete yet."""
+    claimable: bool
+    """The node could be handed a unit: one waits unassigned or kept for it, or (range tasks)
+    is still in a span."""
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One task of a partition as a node's periodic resync sees it
+    (``Client.task_summaries``)."""
+
+    task_id: str
+    version: int
+    status: TaskStatus
+    claimable: bool
+    """As :attr:`TaskView.claimable`."""
+    owner: bool
+    """The node owns units of the task: it is in the expected ack set (rule 16)."""

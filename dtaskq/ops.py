@@ -8,25 +8,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from . import codec, keys, validate
-from .calls import Call, Router, Steps, claimer_request_id, request_id
-from .errors import InvalidArgument, TaskDoesNotExist, UnitNotReady
-from .models import DONE, ClaimedUnit, ClaimStatus, Done, Task, TaskRef
+from . import keys, validate
+from .calls import Call, Router, Steps, request_id
+from .errors import InvalidArgument, TaskDoesNotExist
+from .models import ClaimStatus, TaskRef
 from .scripts import Function, function
 
 DEFAULT_LEASE_MS = 30_000
 DEFAULT_TTL_MS = 86_400_000
 DEFAULT_RETRY_BACKOFF_MS = 1_000
 DEFAULT_SWEEP_BATCH = 2_048
-MAX_CLAIM_BATCH = 1_000
 MAX_WORKERS_HINT = 100_000
 
 _ADD = function("add_task")
 _ADD_RANGE = function("add_range_task")
-_CLAIM_RANGE = function("claim_range")
-_GET = function("get_task")
-_LIST = function("list_tasks")
-_CLAIM = function("claim_unit")
 _PROGRESS = function("update_progress")
 _COMPLETE = function("complete_unit")
 _FAIL = function("fail_unit")
@@ -37,11 +32,9 @@ _FINALIZE = function("finalize_task")
 _CANCEL = function("cancel_task")
 _CLEANUP = function("cleanup_task")
 _SWEEP = function("sweep")
-_NAMESPACES = function("list_namespaces")
 _PING = function("ping")
 
 _CLAIM_STATUSES = (ClaimStatus.HELD, ClaimStatus.LOST, ClaimStatus.NOT_RUNNING)
-_LIST_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -57,21 +50,25 @@ def _token_arg(token: int | None) -> str:
     return "" if token is None else str(token)
 
 
-def _context(ref: TaskRef, **extra: Any) -> dict[str, Any]:
+def error_context(ref: TaskRef, **extra: Any) -> dict[str, Any]:
     return {"namespace": ref.namespace, "task_id": ref.task_id, "version": ref.version, **extra}
 
 
-def _on_task(router: Router, ref: TaskRef, fn: Function, args: list[Any], **ctx: Any) -> Steps[Any]:
+def task_call(
+    router: Router, ref: TaskRef, fn: Function, args: list[Any], **ctx: Any
+) -> Steps[Any]:
     """One call of a task function; the ARGV start with the task id and version."""
     part = yield from router.partition(ref.namespace, ref.task_id)
     if part is None:
-        raise TaskDoesNotExist(f"namespace {ref.namespace} has no tasks", **_context(ref, **ctx))
+        raise TaskDoesNotExist(
+            f"namespace {ref.namespace} has no tasks", **error_context(ref, **ctx)
+        )
     return (
         yield Call(
             fn,
             [part.task_key(ref.task_id)],
             [ref.task_id, str(ref.version), *args],
-            _context(ref, **ctx),
+            error_context(ref, **ctx),
         )
     )
 
@@ -177,111 +174,17 @@ def add_task(
     return TaskRef(namespace, task_id, int(version))
 
 
-def get_task(router: Router, namespace: str, task_id: str) -> Steps[Task | None]:
-    """The latest version of a task, or None."""
-    validate.namespace(namespace)
-    validate.ident(task_id, "task id")
-    part = yield from router.partition(namespace, task_id)
-    if part is None:
-        return None
-    reply = yield Call(
-        _GET, [part.task_key(task_id)], [task_id], {"namespace": namespace, "task_id": task_id}
-    )
-    return codec.decode_task(namespace, task_id, reply)
-
-
-def _activity_order(task: Task) -> tuple[bool, float, str]:
-    moment = task.finished_at or task.started_at
-    return (not task.is_active, -moment.timestamp(), task.task_id)
-
-
-def list_tasks(router: Router, namespace: str | None = None) -> Steps[dict[str, list[Task]]]:
-    """Tasks by namespace, without empty namespaces, ordered as rule 23 says."""
-    if namespace is not None:
-        validate.namespace(namespace)
-    registry = yield Call(_NAMESPACES, [keys.namespaces_key(router.prefix)], [])
-    counts = {k.decode(): int(v) for k, v in zip(registry[::2], registry[1::2], strict=True)}
-    wanted = [namespace] if namespace is not None else sorted(counts)
-    listing: dict[str, list[Task]] = {}
-    for ns in wanted:
-        tasks: list[Task] = []
-        for index in range(counts.get(ns, 0)):
-            part = keys.Partition(router.prefix, ns, index)
-            cursor = ""
-            while True:
-                page = yield Call(
-                    _LIST, [part.index_key()], [cursor, _LIST_PAGE], {"namespace": ns}
-                )
-                for raw_id in page:
-                    task = yield from get_task(router, ns, raw_id.decode())
-                    if task is not None:
-                        tasks.append(task)
-                if len(page) < _LIST_PAGE:
-                    break
-                cursor = page[-1].decode()
-        if tasks:
-            listing[ns] = sorted(tasks, key=_activity_order)
-    return listing
-
-
-def claim_unit(router: Router, ref: TaskRef, node: str, unit: str | int) -> Steps[int]:
-    """Claims a unit for ``node``; returns the token (rule 6)."""
-    validate.ref(ref)
-    validate.ident(node, "node id")
-    unit = validate.unit_id(unit)
-    token = yield from _on_task(router, ref, _CLAIM, [unit, node], unit=unit, node=node)
-    return int(token)
-
-
-def claim_range(
-    router: Router, ref: TaskRef, node: str, max_units: int, last: int | None
-) -> Steps[list[ClaimedUnit] | Done]:
-    """Hands up to ``max_units`` range units to ``node`` (DESIGN §6), each as ``claim_next``
-    would after the one before it (``claim_first`` for the first when ``last`` is None).
-
-    Returns DONE when no unit is left to hand out; raises ``UnitNotReady`` when only units
-    backing off after a retryable failure are left.
-    """
-    validate.ref(ref)
-    validate.ident(node, "node id")
-    validate.integer(max_units, "max_units", 1, MAX_CLAIM_BATCH)
-    if last is not None:
-        validate.integer(last, "last", 0, validate.MAX_INT - 1)
-    args = [node, max_units, "" if last is None else int(last), claimer_request_id()]
-    reply = yield from _on_task(router, ref, _CLAIM_RANGE, args, node=node)
-    if len(reply) > 1:
-        runs = zip(reply[1::3], reply[2::3], reply[3::3], strict=True)
-        return [ClaimedUnit(first + i, token) for first, count, token in runs for i in range(count)]
-    if reply[0]:
-        error = UnitNotReady(
-            f"every unit left is backing off; the first is ready in {reply[0]} ms",
-            **_context(ref, node=node),
-        )
-        error.retry_after_ms = int(reply[0])
-        raise error
-    return DONE
-
-
-def claim_one(
-    router: Router, ref: TaskRef, node: str, last: int | None
-) -> Steps[ClaimedUnit | Done]:
-    """``claim_first`` (``last`` None) or ``claim_next``: one unit of :func:`claim_range`."""
-    claimed = yield from claim_range(router, ref, node, 1, last)
-    return claimed if isinstance(claimed, Done) else claimed[0]
-
-
 def update_progress(
     router: Router, ref: TaskRef, node: str, unit: str | int, progress: float, token: int | None
 ) -> Steps[int | None]:
     """Reports progress (rules 6-11); returns the token, or None when the unit was already
     terminal and the report was ignored."""
     value = validate.progress(progress)
-    validate.ref(ref)
-    validate.ident(node, "node id")
+    validate.ref_and_node(ref, node)
     unit = validate.unit_id(unit)
     validate.token(token)
     args = [unit, node, repr(value), _token_arg(token)]
-    answer = yield from _on_task(router, ref, _PROGRESS, args, unit=unit, node=node)
+    answer = yield from task_call(router, ref, _PROGRESS, args, unit=unit, node=node)
     return int(answer) or None
 
 
@@ -289,12 +192,11 @@ def complete_unit(
     router: Router, ref: TaskRef, node: str, unit: str | int, token: int | None
 ) -> Steps[int]:
     """Completes a unit (rule 12); returns the token it completed under."""
-    validate.ref(ref)
-    validate.ident(node, "node id")
+    validate.ref_and_node(ref, node)
     unit = validate.unit_id(unit)
     validate.token(token)
     args = [unit, node, _token_arg(token)]
-    answer = yield from _on_task(router, ref, _COMPLETE, args, unit=unit, node=node)
+    answer = yield from task_call(router, ref, _COMPLETE, args, unit=unit, node=node)
     return int(answer)
 
 
@@ -308,14 +210,13 @@ def fail_unit(
     retryable: bool,
 ) -> Steps[bool]:
     """Fails a unit (rules 13-14); returns True when it will be retried."""
-    validate.ref(ref)
-    validate.ident(node, "node id")
+    validate.ref_and_node(ref, node)
     unit = validate.unit_id(unit)
     validate.error_text(error)
     validate.token(token)
     validate.flag(retryable, "retryable")
     args = [unit, node, _token_arg(token), error, int(retryable)]
-    answer = yield from _on_task(router, ref, _FAIL, args, unit=unit, node=node)
+    answer = yield from task_call(router, ref, _FAIL, args, unit=unit, node=node)
     return bool(answer)
 
 
@@ -380,31 +281,30 @@ def record_ack(
     router: Router, ref: TaskRef, node: str, phase: str, success: bool, error: str
 ) -> Steps[bool]:
     """Records a prepare or post ack (rules 16-19); True when recorded, False when dropped."""
-    validate.ref(ref)
-    validate.ident(node, "node id")
+    validate.ref_and_node(ref, node)
     validate.flag(success, "success")
     validate.error_text(error)
     args = [node, phase, int(success), error, request_id()]
-    answer = yield from _on_task(router, ref, _ACK, args, node=node)
+    answer = yield from task_call(router, ref, _ACK, args, node=node)
     return bool(answer)
 
 
 def finalize_task(router: Router, ref: TaskRef) -> Steps[bool]:
     """SWAPPING -> FINISHED once every post ack is in (rule 20); False if already FINISHED."""
     validate.ref(ref)
-    return bool((yield from _on_task(router, ref, _FINALIZE, [request_id()])))
+    return bool((yield from task_call(router, ref, _FINALIZE, [request_id()])))
 
 
 def cancel_task(router: Router, ref: TaskRef) -> Steps[None]:
     """STARTED -> CANCELLED (rule 21)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CANCEL, [request_id()])
+    yield from task_call(router, ref, _CANCEL, [request_id()])
 
 
 def cleanup_task(router: Router, ref: TaskRef) -> Steps[None]:
     """Deletes a terminal task version past its TTL (rule 22)."""
     validate.ref(ref)
-    yield from _on_task(router, ref, _CLEANUP, [request_id()])
+    yield from task_call(router, ref, _CLEANUP, [request_id()])
 
 
 def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[SweepResult]:

@@ -137,6 +137,22 @@ def ref(value: Any) -> TaskRef:
     return value
 
 
+_checked: set[tuple[TaskRef, str]] = set()
+_CHECKED_LIMIT = 4096
+
+
+def ref_and_node(task: Any, node: Any) -> None:
+    """A :class:`TaskRef` and a node id, checked once per pair: a worker reports on the same
+    task as the same node thousands of times."""
+    if type(task) is TaskRef and type(task.version) is int and (task, node) in _checked:
+        return
+    ref(task)
+    ident(node, "node id")
+    if len(_checked) >= _CHECKED_LIMIT:
+        _checked.clear()
+    _checked.add((task, node))
+
+
 def units(value: Any) -> list[tuple[str, str]]:
     """Named units (str ids or :class:`UnitSpec`): 1-100 000 distinct ids, as (id, group)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):

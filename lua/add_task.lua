@@ -9,6 +9,7 @@
 --         gets the version it created instead of DTQ_TASK_EXISTS
 -- ARGV[10] number of conflict keys C
 -- ARGV[11 .. 10+C] conflict keys, then pairs (unit id, group), at least one pair
+-- Every unit waits in `pending` (docs/keys.md), in the order given.
 -- Writes the task hash field "group:<name>" per group (the group "" included): the number of
 -- its units not yet complete, so complete_unit can tell when a group is done.
 -- Events: added
@@ -36,7 +37,7 @@ if retried then return retried end
 local version, now = create_task(keys, o, n_args / 2, 0)
 local fresh = {}
 local group_sizes = {}
-local batch = {}
+local batch, pending = {}, {}
 for i = first_unit, #ARGV, 2 do
   local group = ARGV[i + 1]
   if not fresh[group] then
@@ -46,12 +47,19 @@ for i = first_unit, #ARGV, 2 do
   group_sizes[group] = group_sizes[group] + 1
   batch[#batch + 1] = ARGV[i]
   batch[#batch + 1] = fresh[group]
+  -- Fresh units wait in `pending` in the order given: their place sorts before any time.
+  pending[#pending + 1] = (i - first_unit) / 2
+  pending[#pending + 1] = ARGV[i]
   if #batch == 1000 then
     redis.call('HSET', keys.units, unpack(batch))
-    batch = {}
+    redis.call('ZADD', keys.pending, unpack(pending))
+    batch, pending = {}, {}
   end
 end
-if #batch > 0 then redis.call('HSET', keys.units, unpack(batch)) end
+if #batch > 0 then
+  redis.call('HSET', keys.units, unpack(batch))
+  redis.call('ZADD', keys.pending, unpack(pending))
+end
 batch = {}
 for group, size in pairs(group_sizes) do
   batch[#batch + 1] = 'group:' .. group

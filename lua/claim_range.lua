@@ -1,4 +1,5 @@
--- claim_range: hands up to k units of a range task to a node (DESIGN §6). Each unit is what
+-- claim_range: completes the units a node reports done, then hands it up to k units of a range
+-- task (docs/ranges.md): one round trip per unit, or per batch. Each unit handed out is what
 -- claim_next(last) would give, `last` being the unit handed out before it: last + 1 while it
 -- is unclaimed; else a waiting unit (kept for this node, or returned after a lease expiry or a
 -- retryable failure) that is ready; else the first unit of the first fresh span; else the
@@ -6,52 +7,59 @@
 -- first ends a few expired leases of the partition, so that their units come back at once.
 -- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
 --         partition are derived from it (docs/keys.md)
--- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] max units k (1..1000)
+-- ARGV[1] task id   ARGV[2] version   ARGV[3] node id   ARGV[4] max units k (0..1000)
 -- ARGV[5] last: the unit this node claimed last, in [0, N), or "" for none (claim_first)
--- ARGV[6] request id: the same for every retry of one call; a retry after a lost reply gets
---         the units its first try claimed instead of new ones (the task keeps each node's
---         last answer that handed out units in its field "claim:<node>")
--- Returns: {wait_ms, first, count, token, first, count, token, ...}: runs of units claimed
---          under one token, in claim order. Without runs, wait_ms 0 means that no unit is left
---          to hand out (also once every unit is complete); wait_ms > 0 that the next unit
---          backing off after a retryable failure is ready in that many ms.
+-- ARGV[6] request id "<claimer>/<n>": the same for every retry of one call; a retry after a
+--         lost reply gets the answer of its first try (kept per claimer in `answers`)
+-- ARGV[7] C, the number of units to complete first (0..1000), then C pairs (unit id, token)
+-- Returns: {wait_ms, completions, first, count, token, first, count, token, ...}:
+--          completions holds one answer per unit to complete, in order: "" completed (or
+--          already completed by this node under that token), else the code of the rejection
+--          (LEASE_LOST, UNIT_WRONG_NODE, UNIT_ALREADY_TERMINAL, UNIT_NOT_READY,
+--          TASK_DOES_NOT_EXIST); then runs of units claimed under one token, in claim order.
+--          Without runs, wait_ms 0 means that no unit is left to hand out (also once every
+--          unit is complete); wait_ms > 0 that the next unit backing off after a retryable
+--          failure is ready in that many ms.
 -- Events: claimed (when the node becomes an owner of the task), returned (by the expired
---         leases it ends first)
+--         leases it ends first), status (the last completion moved the task on)
 -- Errors: DTQ_INVALID_ARGUMENT (also for a task of named units), DTQ_TASK_DOES_NOT_EXIST,
 --         DTQ_TASK_NOT_RUNNING (the task failed or was cancelled)
 
 local task_id = arg_id(ARGV[1], 'task id')
 local version = arg_id(ARGV[2], 'version')
 local node = arg_id(ARGV[3], 'node id')
-local k = arg_int(ARGV[4], 'max_units', 1, 1000)
+local k = arg_int(ARGV[4], 'max_units', 0, 1000)
 local last = nil
 if ARGV[5] ~= '' then last = arg_int(ARGV[5], 'last', 0, 2 ^ 53 - 1) end
 local request_id = arg_id(ARGV[6], 'request id')
+local done, after = completion_args(ARGV, 7)
+if #ARGV ~= after - 1 then fail('INVALID_ARGUMENT', 'expected ' .. #done .. ' (unit id, token) pairs last') end
+if k == 0 and #done == 0 then fail('INVALID_ARGUMENT', 'max_units must be at least 1 when nothing is completed') end
 local t = require_task(task_keys(KEYS, task_id), task_id, version)
-local answered = redis.call('HGET', t.keys.task, 'claim:' .. node)
-if answered then
-  answered = cmsgpack.unpack(answered)
-  if answered[1] == request_id then return answered[2] end
-end
+local answered = kept_answer(t, request_id)
+if answered then return answered end
 if t.unit_count == 0 then
-  fail('INVALID_ARGUMENT', 'task ' .. task_id .. ' has named units; claim them with claim_unit')
+  fail('INVALID_ARGUMENT', 'task ' .. task_id .. ' has named units; claim them with claim_any')
 end
 if last and last >= t.unit_count then
   fail('INVALID_ARGUMENT', 'last must be a unit of the task, in [0, ' .. int(t.unit_count) .. ')')
 end
 if t.status == 'FAILED' or t.status == 'CANCELLED' then require_running(t) end
--- PREPARING, SWAPPING or FINISHED: every unit is complete.
-if t.status ~= 'STARTED' then return { 0 } end
 
 local now = now_ms()
+local reply = { 0, complete_all(t, node, done, now) }
+-- PREPARING, SWAPPING or FINISHED: every unit is complete.
+if t.status ~= 'STARTED' then
+  if #done > 0 then keep_answer(t, request_id, reply) end
+  return reply
+end
 end_expired_leases(t.keys.leases, now, 8)
 
-local reply = { 0 }
 local got = 0
 
 local function answer(n, count, token)
   local at = #reply
-  if at > 1 and reply[at] == token and reply[at - 2] + reply[at - 1] == n then
+  if at > 2 and reply[at] == token and reply[at - 2] + reply[at - 1] == n then
     reply[at - 1] = reply[at - 1] + count
   else
     reply[at + 1], reply[at + 2], reply[at + 3] = n, count, token
@@ -93,7 +101,7 @@ while got < k do
   local n = span and last + 1
   if not span then
     local unit_id
-    unit_id, soonest = waiting_unit(t, node, now)
+    unit_id, soonest = waiting_unit(t, node, now, t.keys.returned)
     if unit_id then
       claim_waiting(unit_id)
     else
@@ -109,10 +117,7 @@ while got < k do
     hand_out(n, count)
   end
 end
-if got == 0 then
-  -- Nothing was claimed, so a retry may as well look again.
-  if soonest > 0 then reply[1] = math.max(1, soonest - now) end
-  return reply
-end
-redis.call('HSET', t.keys.task, 'claim:' .. node, cmsgpack.pack({ request_id, reply }))
+if got == 0 and soonest > 0 then reply[1] = math.max(1, soonest - now) end
+-- A call that changed nothing is kept for no retry: a retry may as well look again.
+if got > 0 or #done > 0 then keep_answer(t, request_id, reply) end
 return reply

@@ -15,19 +15,4 @@ local task_id, version, unit_id, node = unit_call_args(ARGV)
 local token = arg_token(ARGV[5])
 
 local t = require_task(task_keys(KEYS, task_id), task_id, version)
-local stored = require_unit(t, unit_id)
-if completed_by(t, stored, node, token) then return stored[U_ATTEMPT] end
-local now = now_ms()
-local u = claim_for_report(t, unit_id, stored, node, token, now)
-u[U_STATUS] = COMPLETED
-u[U_PROGRESS] = 1
-u[U_UPDATED] = now
-u[U_FINISHED] = now
-u[U_LEASE] = 0
-save_unit(t, unit_id, stored, u, now)
-if t.unit_count == 0 and redis.call('HINCRBY', t.keys.task, 'group:' .. u[U_GROUP], -1) == 0 then
-  emit(t.keys, 'group', t.id, t.version, 'group', u[U_GROUP])
-end
-t.units_completed = redis.call('HINCRBY', t.keys.task, 'units_completed', 1)
-if t.units_completed == t.units_total then advance(t, now) end
-return u[U_ATTEMPT]
+return complete_one(t, unit_id, node, token, now_ms())

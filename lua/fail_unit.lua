@@ -41,5 +41,6 @@ end
 u[U_STATUS] = FAILED
 u[U_FINISHED] = now
 save_unit(t, unit_id, stored, u, now)
+if t.units_completed == t.units_total - 1 then units_finished(t, now) end
 finish_task(t, 'FAILED', 'unit ' .. unit_id .. ' failed: ' .. message, now)
 return 0

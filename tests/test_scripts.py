@@ -288,9 +288,17 @@ def test_every_script_call_touches_one_slot(
     assert deleted == 1  # "short": ttl 0
     listing = client.list_tasks()
     assert client.ping() == LIBRARY.name
+    anyone = client.add_task(single, "anyone", units=["a", "b"])
+    first = client.claim_any(anyone, "n1")
+    assert first.units == ["a"]
+    second = client.claim_any(anyone, "n1", complete=[("a", first.units[0].token)])
+    assert second.units == ["b"] and not second.rejected
+    view = client.task_view(single, "anyone", "n1")
+    assert view is not None and set(view.task.units) == {"a", "b"}
+    assert {s.task_id for s in client.task_summaries(single, "n1")} >= {"anyone", "flaky"}
     assert len(listing[namespace]) == 10
     assert all(t.status is dtaskq.TaskStatus.FINISHED for t in listing[namespace])
-    assert {t.task_id for t in listing[single]} == {"guarded", "flaky"}
+    assert {t.task_id for t in listing[single]} == {"guarded", "flaky"}  # listed before "anyone"
 
     names = recording.function_names()
     assert set(names) == set(LIBRARY.functions), "the scenario should use every function"

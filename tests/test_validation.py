@@ -610,25 +610,31 @@ def test_add_range_task_script_accepts_the_base_arguments(scripts: Scripts) -> N
 
 # ARGV of claim_range: task id, version, node, max units, last ("" for none), request id.
 CLAIM_RANGE_CASES: dict[str, tuple[str, list[Any]]] = {
-    "max-units-0": ("span", ["span", "3", "n2", "0", "", "r1"]),
-    "max-units-1001": ("span", ["span", "3", "n2", "1001", "", "r1"]),
-    "max-units-negative": ("span", ["span", "3", "n2", "-1", "", "r1"]),
-    "max-units-1.5": ("span", ["span", "3", "n2", "1.5", "", "r1"]),
-    "max-units-abc": ("span", ["span", "3", "n2", "abc", "", "r1"]),
-    "max-units-empty": ("span", ["span", "3", "n2", "", "", "r1"]),
-    "last-negative": ("span", ["span", "3", "n2", "1", "-1", "r1"]),
-    "last-N": ("span", ["span", "3", "n2", "1", "10", "r1"]),
-    "last-2**53": ("span", ["span", "3", "n2", "1", "9007199254740992", "r1"]),
-    "last-1.5": ("span", ["span", "3", "n2", "1", "1.5", "r1"]),
-    "last-abc": ("span", ["span", "3", "n2", "1", "abc", "r1"]),
+    "max-units-0": ("span", ["span", "3", "n2", "0", "", "r1", "0"]),
+    "max-units-1001": ("span", ["span", "3", "n2", "1001", "", "r1", "0"]),
+    "max-units-negative": ("span", ["span", "3", "n2", "-1", "", "r1", "0"]),
+    "max-units-1.5": ("span", ["span", "3", "n2", "1.5", "", "r1", "0"]),
+    "max-units-abc": ("span", ["span", "3", "n2", "abc", "", "r1", "0"]),
+    "max-units-empty": ("span", ["span", "3", "n2", "", "", "r1", "0"]),
+    "last-negative": ("span", ["span", "3", "n2", "1", "-1", "r1", "0"]),
+    "last-N": ("span", ["span", "3", "n2", "1", "10", "r1", "0"]),
+    "last-2**53": ("span", ["span", "3", "n2", "1", "9007199254740992", "r1", "0"]),
+    "last-1.5": ("span", ["span", "3", "n2", "1", "1.5", "r1", "0"]),
+    "last-abc": ("span", ["span", "3", "n2", "1", "abc", "r1", "0"]),
     "last-missing": ("span", ["span", "3", "n2", "1"]),
-    "node-empty": ("span", ["span", "3", "", "1", "", "r1"]),
-    "node-space": ("span", ["span", "3", "n 2", "1", "", "r1"]),
-    "version-empty": ("span", ["span", "", "n2", "1", "", "r1"]),
-    "task-id-brace": ("span", ["{span}", "3", "n2", "1", "", "r1"]),
-    "named-units": ("live", ["live", "1", "n2", "1", "", "r1"]),
+    "node-empty": ("span", ["span", "3", "", "1", "", "r1", "0"]),
+    "node-space": ("span", ["span", "3", "n 2", "1", "", "r1", "0"]),
+    "version-empty": ("span", ["span", "", "n2", "1", "", "r1", "0"]),
+    "task-id-brace": ("span", ["{span}", "3", "n2", "1", "", "r1", "0"]),
+    "named-units": ("live", ["live", "1", "n2", "1", "", "r1", "0"]),
     "request-id-missing": ("span", ["span", "3", "n2", "1", ""]),
-    "request-id-space": ("span", ["span", "3", "n2", "1", "", "r 1"]),
+    "request-id-space": ("span", ["span", "3", "n2", "1", "", "r 1", "0"]),
+    "completions-missing": ("span", ["span", "3", "n2", "1", "", "r1"]),
+    "completions-1001": ("span", ["span", "3", "n2", "1", "", "r1", "1001"]),
+    "completions-short": ("span", ["span", "3", "n2", "1", "", "r1", "1", "0"]),
+    "completions-long": ("span", ["span", "3", "n2", "1", "", "r1", "1", "0", "1", "x"]),
+    "completion-token-abc": ("span", ["span", "3", "n2", "1", "", "r1", "1", "0", "abc"]),
+    "completion-unit-space": ("span", ["span", "3", "n2", "1", "", "r1", "1", "0 1", "1"]),
 }
 
 
@@ -644,10 +650,43 @@ def test_claim_range_script_checks_its_arguments(
 
 def test_claim_range_script_accepts_the_base_arguments(range_scripts: Scripts) -> None:
     """The malformed cases above differ from a valid call in one value only."""
-    args = ["span", "3", "n2", "2", "", "r1"]
-    assert range_scripts.on_task("claim_range", "span", args) == [0, 5, 2, 1]
-    args = ["span", "3", "n2", "2", "6", "r2"]
-    assert range_scripts.on_task("claim_range", "span", args) == [0, 7, 2, 1]
+    args = ["span", "3", "n2", "2", "", "r1", "0"]
+    assert range_scripts.on_task("claim_range", "span", args) == [0, [], 5, 2, 1]
+    args = ["span", "3", "n2", "2", "6", "r2", "1", "5", "1"]
+    assert range_scripts.on_task("claim_range", "span", args) == [0, [b""], 7, 2, 1]
+
+
+# ARGV of claim_any: task id, version, node, max units, request id, completions, filter.
+CLAIM_ANY_CASES: dict[str, list[Any]] = {
+    "max-units-0": ["live", "1", "n2", "0", "r1", "0", "0"],
+    "max-units-1001": ["live", "1", "n2", "1001", "r1", "0", "0"],
+    "max-units-abc": ["live", "1", "n2", "abc", "r1", "0", "0"],
+    "node-space": ["live", "1", "n 2", "1", "r1", "0", "0"],
+    "request-id-space": ["live", "1", "n2", "1", "r 1", "0", "0"],
+    "completions-missing": ["live", "1", "n2", "1", "r1"],
+    "completion-token-abc": ["live", "1", "n2", "1", "r1", "1", "a", "abc", "0"],
+    "filter-missing": ["live", "1", "n2", "1", "r1", "0"],
+    "filter-short": ["live", "1", "n2", "1", "r1", "0", "2", "b"],
+    "filter-long": ["live", "1", "n2", "1", "r1", "0", "1", "b", "c"],
+    "filter-unit-brace": ["live", "1", "n2", "1", "r1", "0", "1", "{b}"],
+    "filter-100001": ["live", "1", "n2", "1", "r1", "0", "100001"],
+    "version-empty": ["live", "", "n2", "1", "r1", "0", "0"],
+}
+
+
+@pytest.mark.parametrize("args", list(CLAIM_ANY_CASES.values()), ids=list(CLAIM_ANY_CASES))
+def test_claim_any_script_checks_its_arguments(
+    scripts: Scripts, state: State, args: list[Any]
+) -> None:
+    _expect_invalid(scripts, state, lambda: scripts.on_task("claim_any", "live", args))
+
+
+def test_claim_any_script_accepts_the_base_arguments(scripts: Scripts) -> None:
+    """The malformed cases above differ from a valid call in one value only."""
+    args = ["live", "1", "n2", "1", "r1", "0", "1", "b"]
+    assert scripts.on_task("claim_any", "live", args) == [0, [], b"b", 1]
+    args = ["live", "1", "n1", "1", "r2", "1", "a", "1", "0"]
+    assert scripts.on_task("claim_any", "live", args) == [0, [b""]]
 
 
 # ARGV of heartbeat and release: node, then (task id, version, unit id, token) per claim.

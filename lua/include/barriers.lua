@@ -12,6 +12,11 @@ local function missing_acks(t, phase)
   return missing
 end
 
+-- Records when the task's last unit became terminal (rule 15), once.
+local function units_finished(t, now)
+  redis.call('HSETNX', t.keys.task, 'units_finished_at', now)
+end
+
 -- Moves a task whose units are all complete (or whose prepare acks are all in) to its next
 -- status; a barrier phase is skipped at once when every expected ack already arrived.
 local function advance(t, now)

@@ -105,27 +105,30 @@ local function free_continuation(t, n, node)
   end
 end
 
-local function start_waiting(t, unit_id, u)
+-- A unit waiting to be claimed again goes to `unassigned` (by when it is ready) or, sticky, to
+-- the `kept` set of its node. Named units use their own `pending` set as `unassigned`.
+local function start_waiting(t, unit_id, u, unassigned)
   if u[U_NODE] == '' then
-    redis.call('ZADD', t.keys.returned, u[U_READY], unit_id)
+    redis.call('ZADD', unassigned, u[U_READY], unit_id)
   else
     redis.call('ZADD', t.keys.kept, 0, u[U_NODE] .. '\n' .. unit_id)
   end
 end
 
-local function stop_waiting(t, unit_id, u)
+local function stop_waiting(t, unit_id, u, unassigned)
   if u[U_NODE] == '' then
-    redis.call('ZREM', t.keys.returned, unit_id)
+    redis.call('ZREM', unassigned, unit_id)
   else
     redis.call('ZREM', t.keys.kept, u[U_NODE] .. '\n' .. unit_id)
   end
 end
 
--- A waiting unit that `node` may claim now: one kept for it (sticky tasks) or one returned to
--- every node. Else nil, and when the next waiting one will be ready (0: none waits).
-local function waiting_unit(t, node, now)
+-- A waiting unit that `node` may claim now: one kept for it (sticky tasks), else the first in
+-- `unassigned` (the range task's returned units, the named task's pending ones). Else nil,
+-- and when the next waiting one will be ready (0: none waits).
+local function waiting_unit(t, node, now, unassigned)
+  local soonest = 0
   if t.sticky then
-    local soonest = 0
     local mine = redis.call('ZRANGE', t.keys.kept, '[' .. node .. '\n', '(' .. node .. '\011',
       'BYLEX', 'LIMIT', 0, 100)
     for _, member in ipairs(mine) do
@@ -134,13 +137,13 @@ local function waiting_unit(t, node, now)
       if ready <= now then return unit_id, 0 end
       if soonest == 0 or ready < soonest then soonest = ready end
     end
-    return nil, soonest
   end
-  local first = redis.call('ZRANGE', t.keys.returned, 0, 0, 'WITHSCORES')
-  if #first == 0 then return nil, 0 end
+  local first = redis.call('ZRANGE', unassigned, 0, 0, 'WITHSCORES')
+  if #first == 0 then return nil, soonest end
   local ready = tonumber(first[2])
   if ready <= now then return first[1], 0 end
-  return nil, ready
+  if soonest == 0 or ready < soonest then soonest = ready end
+  return nil, soonest
 end
 
 -- Moves range unit `unit_id` from where `old` left it to where `new` puts it. Returns false
@@ -150,12 +153,12 @@ local function place_range_unit(t, unit_id, old, new, now)
   if old.span then
     carve(t, old.span, n, 1, new[U_NODE])
   elseif old[U_STATUS] == PENDING then
-    stop_waiting(t, unit_id, old)
+    stop_waiting(t, unit_id, old, t.keys.returned)
   elseif old[U_STATUS] == IN_PROGRESS and old[U_LEASE] <= now then
     free_continuation(t, n + 1, old[U_NODE])
   end
   if new[U_STATUS] == PENDING then
-    start_waiting(t, unit_id, new)
+    start_waiting(t, unit_id, new, t.keys.returned)
   elseif new[U_STATUS] == COMPLETED then
     mark_done(t, n)
     return new[U_ATTEMPT] > 1

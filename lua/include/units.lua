@@ -37,6 +37,23 @@ local function effective(t, u, now)
   return e
 end
 
+-- Named units have two indexes, so that claims and a node's reads need not scan the task:
+--   pending  unassigned PENDING units -> when they may be claimed (fresh units: their place in
+--            the task, which sorts before any time); `kept` holds sticky ones, as for ranges
+--   owned    "<node>\n<unit>" of every unit a node owns, whatever its status (score 0)
+local function place_named_unit(t, unit_id, old, new)
+  local waited = old[U_STATUS] == PENDING
+  local waits = new[U_STATUS] == PENDING
+  if waited ~= waits or old[U_NODE] ~= new[U_NODE] or old[U_READY] ~= new[U_READY] then
+    if waited then stop_waiting(t, unit_id, old, t.keys.pending) end
+    if waits then start_waiting(t, unit_id, new, t.keys.pending) end
+  end
+  if old[U_NODE] ~= new[U_NODE] then
+    if old[U_NODE] ~= '' then redis.call('ZREM', t.keys.owned, old[U_NODE] .. '\n' .. unit_id) end
+    if new[U_NODE] ~= '' then redis.call('ZADD', t.keys.owned, 0, new[U_NODE] .. '\n' .. unit_id) end
+  end
+end
+
 -- Writes a unit and keeps the lease index and the per-node ownership counts in step with it;
 -- a range unit also moves between its span, the waiting sets and the completion bitmap.
 local function save_unit(t, unit_id, old, new, now)
@@ -59,11 +76,13 @@ local function save_unit(t, unit_id, old, new, now)
   if old[U_STATUS] == IN_PROGRESS and new[U_STATUS] == PENDING then
     tell_returned(t, new[U_NODE])
   end
-  if t.unit_count > 0 and not place_range_unit(t, unit_id, old, new, now) then
+  if t.unit_count == 0 then
+    place_named_unit(t, unit_id, old, new)
+  elseif not place_range_unit(t, unit_id, old, new, now) then
     redis.call('HDEL', t.keys.units, unit_id)
-  else
-    redis.call('HSET', t.keys.units, unit_id, cmsgpack.pack(new))
+    return
   end
+  redis.call('HSET', t.keys.units, unit_id, cmsgpack.pack(new))
 end
 
 -- Saves `claimed`, unit `unit_id` as a claim has just taken it, with a fresh lease; returns

@@ -1,0 +1,82 @@
+-- Completing units (rule 12), alone (complete_unit) or as the first half of a claim that then
+-- hands out the next units (claim_range, claim_any), and the answer a claim keeps so that a
+-- retry after a lost reply gets the same units back.
+-- @requires barriers units
+
+-- Completes `unit_id` for `node` under `token` (nil: check the node only); raises the DTQ
+-- error of a rejection before writing anything. An identical retry succeeds unchanged.
+-- Returns the token the unit completed under.
+local function complete_one(t, unit_id, node, token, now)
+  local stored = require_unit(t, unit_id)
+  if completed_by(t, stored, node, token) then return stored[U_ATTEMPT] end
+  local u = claim_for_report(t, unit_id, stored, node, token, now)
+  u[U_STATUS] = COMPLETED
+  u[U_PROGRESS] = 1
+  u[U_UPDATED] = now
+  u[U_FINISHED] = now
+  u[U_LEASE] = 0
+  save_unit(t, unit_id, stored, u, now)
+  if t.unit_count == 0 and redis.call('HINCRBY', t.keys.task, 'group:' .. u[U_GROUP], -1) == 0 then
+    emit(t.keys, 'group', t.id, t.version, 'group', u[U_GROUP])
+  end
+  t.units_completed = redis.call('HINCRBY', t.keys.task, 'units_completed', 1)
+  if t.units_completed == t.units_total then
+    units_finished(t, now)
+    advance(t, now)
+  end
+  return u[U_ATTEMPT]
+end
+
+-- ARGV[at] the number C of completions (0..1000), then C pairs (unit id, token). Returns the
+-- pairs and the index of the next ARGV entry.
+local function completion_args(ARGV, at)
+  local count = arg_int(ARGV[at], 'completion count', 0, 1000)
+  local list = {}
+  for i = at + 1, at + 2 * count, 2 do
+    list[#list + 1] = { arg_id(ARGV[i], 'unit id'), arg_int(ARGV[i + 1], 'token', 0, 2 ^ 53) }
+  end
+  return list, at + 1 + 2 * count
+end
+
+-- Completes each (unit, token) of `list` for `node`. A completion that its unit's state turns
+-- away leaves that unit as it was and does not stop the others (its unit went to another node
+-- after a lease expiry, say). Returns one answer per completion: '' when the unit is complete,
+-- now or by an identical earlier report, else the code of the rejection ('LEASE_LOST', ...).
+local function complete_all(t, node, list, now)
+  local answers = {}
+  for i, c in ipairs(list) do
+    local ok, err = pcall(complete_one, t, c[1], node, c[2], now)
+    if ok then
+      answers[i] = ''
+    elseif type(err) == 'table' and type(err.err) == 'string' and string.find(err.err, '^DTQ_') then
+      answers[i] = string.match(err.err, '^DTQ_(%S+)')
+    else
+      error(err, 0)
+    end
+  end
+  return answers
+end
+
+-- A claim keeps its answer per claimer (the request id up to its '/': one thread, or one
+-- asyncio task, of one process), so that a claimer that retries after a lost reply gets its own
+-- units back whatever its siblings claimed meanwhile. At most MAX_CLAIMERS answers are kept per
+-- task; past that they are dropped together, and a retry then in flight claims anew (its first
+-- units come back when their leases run out).
+local MAX_CLAIMERS = 1024
+
+local function claimer_of(request_id)
+  return string.match(request_id, '^(.*)/') or request_id
+end
+
+local function kept_answer(t, request_id)
+  local raw = redis.call('HGET', t.keys.answers, claimer_of(request_id))
+  if not raw then return nil end
+  local answer = cmsgpack.unpack(raw)
+  if answer[1] == request_id then return answer[2] end
+  return nil
+end
+
+local function keep_answer(t, request_id, reply)
+  if redis.call('HLEN', t.keys.answers) >= MAX_CLAIMERS then redis.call('DEL', t.keys.answers) end
+  redis.call('HSET', t.keys.answers, claimer_of(request_id), cmsgpack.pack({ request_id, reply }))
+end

@@ -1,0 +1,29 @@
+-- What a node's scheduler reads about a task: enough to decide what to run and which callbacks
+-- are due, in time that grows with the node's own units, never with the task.
+-- @requires units
+
+-- The task fields a view carries, in this order (not the payload: it may be large).
+local VIEW_FIELDS = {
+  'version', 'status', 'error', 'started_at', 'finished_at', 'units_finished_at', 'lease_ms',
+  'on_lease_expiry', 'max_attempts', 'retry_backoff_ms', 'completed_ttl_ms', 'barrier',
+  'units_total', 'units_completed', 'unit_count', 'conflict_keys',
+}
+
+-- True when `node` may be handed a unit of task `t` now or later: the task runs and a unit
+-- waits unassigned, or is kept for `node`, or (range tasks) still lies in a span.
+local function claimable(t, node)
+  if t.status ~= 'STARTED' then return false end
+  local unassigned = t.unit_count > 0 and t.keys.returned or t.keys.pending
+  if redis.call('ZCARD', unassigned) > 0 then return true end
+  if t.unit_count > 0 and redis.call('ZCARD', t.keys.order) > 0 then return true end
+  local kept = redis.call('ZRANGE', t.keys.kept, '[' .. node .. '\n', '(' .. node .. '\011',
+    'BYLEX', 'LIMIT', 0, 1)
+  return #kept > 0
+end
+
+-- The ids of the named units `node` owns, whatever their status.
+local function owned_units(t, node)
+  local ids = redis.call('ZRANGE', t.keys.owned, '[' .. node .. '\n', '(' .. node .. '\011', 'BYLEX')
+  for i, member in ipairs(ids) do ids[i] = string.sub(member, #node + 2) end
+  return ids
+end
