@@ -32,6 +32,11 @@ from .scripts import LIBRARY
 T = TypeVar("T")
 
 
+def _current_task_id() -> int:
+    """Claims keep one answer per claimer: here, the asyncio task making the call."""
+    return id(asyncio.current_task())
+
+
 class AsyncClient:
     """The task API over a ``redis.asyncio`` connection (``Redis`` or ``RedisCluster``); each
     method is the coroutine form of the :class:`dtaskq.Client` method of the same name, with
@@ -40,7 +45,7 @@ class AsyncClient:
     def __init__(
         self, connection: redis.asyncio.Redis | RedisCluster, **options: Unpack[ClientOptions]
     ) -> None:
-        self._core = ClientCore(connection, options)
+        self._core = ClientCore(connection, options, claimer=_current_task_id)
         self.redis = connection
         self._send: Callable[..., Any] = connection.execute_command
 

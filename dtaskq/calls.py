@@ -3,13 +3,12 @@ ids, error classification and the retry plan. Only the I/O differs between the t
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import random
 import secrets
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypedDict, TypeVar
 
 import redis.exceptions as rex
@@ -64,10 +63,17 @@ _REGISTER = function("register_namespace")
 
 class Router:
     """Finds the partition of a task. A namespace's partition count is fixed by its first
-    ``add_task`` and cached here; reads never register a namespace."""
+    ``add_task`` and cached here; reads never register a namespace. ``claimer`` names who
+    makes a call (see :func:`claimer_request_id`)."""
 
-    def __init__(self, prefix: str, partitions: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        partitions: Mapping[str, int] | None = None,
+        claimer: Callable[[], int] = threading.get_ident,
+    ) -> None:
         self.prefix = validate.namespace(prefix)
+        self.claimer = claimer
         if partitions is None:
             partitions = {}
         if not isinstance(partitions, Mapping):
@@ -139,16 +145,11 @@ def request_id() -> str:
     return f"{_process}{next(_counter):x}"
 
 
-def claimer_request_id() -> str:
-    """A request id that also names its claimer, ``<claimer>/<n>``: the thread, or the
-    asyncio task, that makes the call. Claim functions keep one answer per claimer, so that a
-    claimer's retry gets its own units back whatever its siblings claimed meanwhile."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no event loop in this thread
-        task = None
-    who = id(task) if task is not None else threading.get_ident()
-    return f"{_process}.{who:x}/{next(_counter):x}"
+def claimer_request_id(claimer: int) -> str:
+    """A request id that also names its claimer, ``<claimer>/<n>``: a thread or an asyncio
+    task of this process. Claim functions keep one answer per claimer, so that a claimer's
+    retry gets its own units back whatever its siblings claimed meanwhile."""
+    return f"{_process}.{claimer:x}/{next(_counter):x}"
 
 
 # -- errors and retries ------------------------------------------------------------------------
@@ -257,7 +258,9 @@ class ClientOptions(TypedDict, total=False):
 class ClientCore:
     """What both clients hold besides their connection: routing, limits and retry policy."""
 
-    def __init__(self, connection: Any, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, connection: Any, options: Mapping[str, Any], claimer: Callable[[], int]
+    ) -> None:
         unknown = set(options) - set(ClientOptions.__annotations__)
         if unknown:
             raise InvalidArgument(f"unknown client options: {', '.join(sorted(unknown))}")
@@ -269,7 +272,9 @@ class ClientCore:
             )
         if encoder().decode_responses:
             raise InvalidArgument("dtaskq needs a Redis client with decode_responses=False")
-        self.router = Router(options.get("prefix", keys.DEFAULT_PREFIX), options.get("partitions"))
+        self.router = Router(
+            options.get("prefix", keys.DEFAULT_PREFIX), options.get("partitions"), claimer
+        )
         self.max_payload = validate.integer(
             options.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD), "max_payload_bytes", 0
         )

@@ -34,6 +34,8 @@ def claim_unit(router: Router, ref: TaskRef, node: str, unit: str | int) -> Step
 
 
 def _completion_args(done: Completions) -> list[Any]:
+    if isinstance(done, tuple) and not done:
+        return [0]
     if isinstance(done, (str, bytes)) or not isinstance(done, Sequence):
         raise InvalidArgument("units to complete must be a list of (unit id, token) pairs")
     if len(done) > MAX_CLAIM_BATCH:
@@ -62,6 +64,28 @@ def _result(
     return ClaimResult(units, rejected, done=not units and not wait, retry_after_ms=wait)
 
 
+def _claim_range_reply(
+    router: Router, ref: TaskRef, node: str, max_units: int, last: int | None, done: Completions
+) -> Steps[Any]:
+    validate.ref_and_node(ref, node)
+    validate.integer(max_units, "max_units", 0 if done else 1, MAX_CLAIM_BATCH)
+    if last is not None:
+        validate.integer(last, "last", 0, validate.MAX_INT - 1)
+    args = [
+        node,
+        max_units,
+        "" if last is None else int(last),
+        claimer_request_id(router.claimer()),
+        *_completion_args(done),
+    ]
+    return (yield from task_call(router, ref, _CLAIM_RANGE, args, node=node))
+
+
+def _runs(reply: list[Any]) -> list[ClaimedUnit]:
+    runs = zip(reply[2::3], reply[3::3], reply[4::3], strict=True)
+    return [ClaimedUnit(first + i, token) for first, count, token in runs for i in range(count)]
+
+
 def claim_range(
     router: Router,
     ref: TaskRef,
@@ -73,39 +97,26 @@ def claim_range(
     """Completes ``done``, then hands up to ``max_units`` range units to ``node``, each as
     ``claim_next`` would after the one before it (``claim_first`` for the first when ``last``
     is None)."""
-    validate.ref_and_node(ref, node)
-    validate.integer(max_units, "max_units", 0 if done else 1, MAX_CLAIM_BATCH)
-    if last is not None:
-        validate.integer(last, "last", 0, validate.MAX_INT - 1)
-    args = [
-        node,
-        max_units,
-        "" if last is None else int(last),
-        claimer_request_id(),
-        *_completion_args(done),
-    ]
-    reply = yield from task_call(router, ref, _CLAIM_RANGE, args, node=node)
-    runs = zip(reply[2::3], reply[3::3], reply[4::3], strict=True)
-    units = [ClaimedUnit(first + i, token) for first, count, token in runs for i in range(count)]
-    return _result(ref, node, done, reply, units)
+    reply = yield from _claim_range_reply(router, ref, node, max_units, last, done)
+    return _result(ref, node, done, reply, _runs(reply))
 
 
 def claim_batch(
     router: Router, ref: TaskRef, node: str, max_units: int, last: int | None
 ) -> Steps[list[ClaimedUnit] | Done]:
-    """:func:`claim_range` without completions: the units, or DONE when none is left; raises
-    ``UnitNotReady`` when only units backing off after a retryable failure are left."""
-    result = yield from claim_range(router, ref, node, max_units, last)
-    if result.retry_after_ms:
+    """Up to ``max_units`` range units, or DONE when none is left; raises ``UnitNotReady``
+    when only units backing off after a retryable failure are left."""
+    reply = yield from _claim_range_reply(router, ref, node, max_units, last, ())
+    if len(reply) > 2:
+        return _runs(reply)
+    if reply[0]:
         error = UnitNotReady(
-            f"every unit left is backing off; the first is ready in {result.retry_after_ms} ms",
+            f"every unit left is backing off; the first is ready in {reply[0]} ms",
             **error_context(ref, node=node),
         )
-        error.retry_after_ms = result.retry_after_ms
+        error.retry_after_ms = int(reply[0])
         raise error
-    if result.done:
-        return DONE
-    return result.units  # type: ignore[return-value]
+    return DONE
 
 
 def claim_one(
@@ -136,7 +147,14 @@ def claim_any(
         wanted = [validate.ident(u, "unit id") for u in units]
         if not 1 <= len(wanted) <= MAX_FILTER:
             raise InvalidArgument(f"a unit filter names 1 to {MAX_FILTER} units")
-    args = [node, max_units, claimer_request_id(), *_completion_args(done), len(wanted), *wanted]
+    args = [
+        node,
+        max_units,
+        claimer_request_id(router.claimer()),
+        *_completion_args(done),
+        len(wanted),
+        *wanted,
+    ]
     reply = yield from task_call(router, ref, _CLAIM_ANY, args, node=node)
     claimed = [
         ClaimedName(unit.decode("utf-8", "surrogateescape"), token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, Unpack
@@ -47,9 +48,28 @@ class Client:
     def __init__(
         self, connection: redis.Redis | RedisCluster, **options: Unpack[ClientOptions]
     ) -> None:
-        self._core = ClientCore(connection, options)
+        self._core = ClientCore(connection, options, claimer=threading.get_ident)
         self.redis = connection
         self._send: Callable[..., Any] = connection.execute_command
+        if (
+            isinstance(connection, redis.Redis)
+            and type(connection).execute_command is redis.Redis.execute_command
+            and connection.connection is None
+        ):
+            # redis-py's command path (retries, observability hooks) costs more than a call's
+            # own work; ours retries and translates errors itself, so a plain pool connection
+            # does. A subclass that overrides execute_command keeps it.
+            self._pool = connection.connection_pool
+            self._send = self._send_on_pooled_connection
+
+    def _send_on_pooled_connection(self, *command: Any) -> Any:
+        pool = self._pool
+        connection: Any = pool.get_connection()
+        try:
+            connection.send_command(*command)
+            return connection.read_response()
+        finally:
+            pool.release(connection)
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> Client:

@@ -21,15 +21,16 @@ end
 
 -- Units of one task that go back to PENDING for the same node in one call (a sweep of many
 -- expired leases, a release) wake a scheduler once: one `returned` event per (task, node).
--- The library outlives its calls, so every call starts with a fresh record (begin_call).
-local returned_told = {}
+-- The library outlives its calls, so every call starts afresh (begin_call): nil until needed.
+local returned_told = nil
 
 local function begin_call()
-  returned_told = {}
+  returned_told = nil
 end
 
 local function tell_returned(t, node)
   local key = t.id .. '\n' .. node
+  returned_told = returned_told or {}
   if returned_told[key] then return end
   returned_told[key] = true
   emit(t.keys, 'returned', t.id, t.version, 'node', node)
