@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -128,7 +128,7 @@ class EmbeddedServer:
             raise RuntimeError("embedded server already started")
         self._dir = Path(tempfile.mkdtemp(prefix="dtaskq-server-"))
         try:
-            self._running = self._launch(self._dir)
+            self._running = _launch(self._binary, self._dir)
         except BaseException:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -140,15 +140,7 @@ class EmbeddedServer:
         running, self._running = self._running, None
         if running is not None:
             atexit.unregister(self.stop)
-            with (
-                contextlib.suppress(redis.RedisError),
-                _client(running.port, _STOP_TIMEOUT) as client,
-            ):
-                client.shutdown(nosave=True)
-            try:
-                running.process.wait(_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _kill(running.process)
+            _shut_down(running)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -172,30 +164,50 @@ class EmbeddedServer:
             raise RuntimeError("embedded server is not running")
         return self._running
 
-    def _launch(self, directory: Path) -> _Running:
-        # Another process may take the port between probing and binding it, so
-        # a server that exits during start-up is retried on a fresh port.
-        for _ in range(_PORT_ATTEMPTS):
-            port = _free_port()
-            process = subprocess.Popen(
-                [
-                    str(self._binary),
-                    *("--port", str(port), "--bind", _HOST),
-                    *("--save", "", "--appendonly", "no"),
-                    *("--dir", str(directory), "--logfile", str(directory / "server.log")),
-                    *("--daemonize", "no", "--protected-mode", "no"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            running = _wait_until_ready(process, port, directory)
-            if running is not None:
-                return running
-        raise RuntimeError(
-            f"{self._binary} exited during start-up {_PORT_ATTEMPTS} times; "
-            f"its log ends:\n{_log_tail(directory)}"
-        )
+
+def _launch(
+    binary: Path,
+    directory: Path,
+    extra_args: Callable[[int], Sequence[str]] | None = None,
+    pick_port: Callable[[], int] | None = None,
+) -> _Running:
+    """Start ``binary`` with its data and log in ``directory`` and return it once it answers.
+
+    ``pick_port`` chooses the port (any free one by default); ``extra_args(port)`` gives
+    options to add for that port.
+    """
+    # Another process may take the port between probing and binding it, so
+    # a server that exits during start-up is retried on a fresh port.
+    for _ in range(_PORT_ATTEMPTS):
+        port = (pick_port or _free_port)()
+        extra = extra_args(port) if extra_args is not None else ()
+        process = _spawn(binary, port, directory, extra)
+        running = _wait_until_ready(process, port, directory)
+        if running is not None:
+            return running
+    raise RuntimeError(
+        f"{binary} exited during start-up {_PORT_ATTEMPTS} times; "
+        f"its log ends:\n{_log_tail(directory)}"
+    )
+
+
+def _spawn(
+    binary: Path, port: int, directory: Path, extra_args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Run ``binary`` on ``port`` without persistence, its data and log in ``directory``."""
+    return subprocess.Popen(
+        [
+            str(binary),
+            *("--port", str(port), "--bind", _HOST),
+            *("--save", "", "--appendonly", "no"),
+            *("--dir", str(directory), "--logfile", str(directory / "server.log")),
+            *("--daemonize", "no", "--protected-mode", "no"),
+            *extra_args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_until_ready(
@@ -232,11 +244,31 @@ def _client(port: int, timeout: float) -> redis.Redis:
     return redis.Redis(host=_HOST, port=port, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
-def _free_port() -> int:
+def _free_port(port: int = 0) -> int:
+    """Return a loopback port nothing is bound to: ``port`` itself, or any if it is 0.
+
+    Raises OSError if ``port`` is taken.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        sock.bind((_HOST, port))
+        free: int = sock.getsockname()[1]
+        return free
+
+
+def _shut_down(running: _Running, now: bool = False) -> None:
+    """Shut a server down without saving, killing it if it outlives the request.
+
+    ``now`` skips a primary's wait (up to ``shutdown-timeout``) for lagging replicas.
+    """
+    with (
+        contextlib.suppress(redis.RedisError),
+        _client(running.port, _STOP_TIMEOUT) as client,
+    ):
+        client.shutdown(nosave=True, now=now)
+    try:
+        running.process.wait(_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _kill(running.process)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -10,10 +10,12 @@ from uuid import uuid4
 import pytest
 import redis
 import redis.connection
+from redis.cluster import RedisCluster
 from support import Events, LossyConnection
 from worker_procs import Workers
 
 import dtaskq
+from dtaskq.cluster_server import EmbeddedCluster
 from dtaskq.keys import Partition
 from dtaskq.server import ENV_URL, EmbeddedServer, find_server_binaries
 
@@ -180,3 +182,32 @@ def workers(server_url: str, prefix: str, namespace: str, r: redis.Redis) -> Ite
     procs = Workers(server_url, prefix, namespace, r)
     yield procs
     procs.close()
+
+
+# --- Redis Cluster fixtures ---
+
+
+def _cluster_params() -> list[object]:
+    binaries = find_server_binaries()
+    if not binaries:
+        # EmbeddedCluster(None) then fails with the message that says what to install.
+        return [pytest.param(None, id="no-cluster")]
+    return [pytest.param(path, id=f"{kind}-cluster") for kind, path in binaries]
+
+
+@pytest.fixture(scope="session", params=_cluster_params())
+def cluster(request: pytest.FixtureRequest) -> Iterator[EmbeddedCluster]:
+    """A started 3-primary Redis Cluster without replicas for the session, one per installed
+    binary (never ``$DTASKQ_REDIS_URL``), so every test that uses it runs once per server.
+    Tests share it: keep to keys of your own."""
+    with EmbeddedCluster(request.param) as started:
+        yield started
+
+
+@pytest.fixture
+def rc(cluster: EmbeddedCluster) -> Iterator[RedisCluster]:
+    """A redis-py cluster client (bytes responses) on the session's cluster."""
+    node = cluster.nodes[0]
+    client = RedisCluster(host=node.host, port=node.port, decode_responses=False)
+    yield client
+    client.close()
