@@ -15,6 +15,7 @@ from support import Events, LossyConnection
 from worker_procs import Workers
 
 import dtaskq
+import dtaskq.urls
 from dtaskq.cluster_server import EmbeddedCluster
 from dtaskq.keys import Partition
 from dtaskq.server import ENV_URL, EmbeddedServer, find_server_binaries
@@ -29,11 +30,27 @@ def _server_params() -> list[object]:
         # EmbeddedServer(None) then fails with the message that says what to install,
         # rather than every server test being skipped for an empty parameter list.
         return [pytest.param(None, id="no-server")]
-    return [pytest.param(path, id=kind) for kind, path in binaries]
+    # Each binary serves as a single server and as a 3-primary cluster.
+    return [pytest.param(path, id=kind) for kind, path in binaries] + [
+        pytest.param(("cluster", path), id=f"{kind}-cluster") for kind, path in binaries
+    ]
+
+
+def is_cluster(url: str) -> bool:
+    """True for the URL of a Redis Cluster (``?cluster=1``)."""
+    return dtaskq.urls.parse(url)[1]
+
+
+def raw_client(url: str) -> redis.Redis:
+    """A redis-py client for ``url``, a ``RedisCluster`` for a cluster's."""
+    plain, cluster = dtaskq.urls.parse(url)
+    if cluster:
+        return RedisCluster.from_url(plain)  # type: ignore[return-value]
+    return redis.Redis.from_url(plain)
 
 
 def _refuse_non_empty(url: str) -> None:
-    with redis.Redis.from_url(url) as client:
+    with raw_client(url) as client:
         size = client.dbsize()
     if size:
         pytest.exit(
@@ -47,10 +64,14 @@ def _refuse_non_empty(url: str) -> None:
 def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of an empty server for the session: ``$DTASKQ_REDIS_URL``, else one embedded
     server per installed binary, so every test that uses it runs once per server."""
-    param: str | Path | None = request.param
+    param: str | Path | tuple[str, Path] | None = request.param
     if isinstance(param, str):
         _refuse_non_empty(param)
         yield param
+        return
+    if isinstance(param, tuple):
+        with EmbeddedCluster(param[1]) as started:
+            yield f"{started.url}?cluster=1"
         return
     with EmbeddedServer(param) as server:
         _refuse_non_empty(server.url)
@@ -59,8 +80,9 @@ def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def r(server_url: str) -> Iterator[redis.Redis]:
-    """A raw redis-py client (bytes responses) on the session's server."""
-    client = redis.Redis.from_url(server_url)
+    """A raw redis-py client (bytes responses) on the session's server: a ``RedisCluster`` on
+    a cluster."""
+    client = raw_client(server_url)
     yield client
     client.close()
 
@@ -163,7 +185,10 @@ def unchanged(state: Callable[[], dict[bytes, object]]) -> Callable[..., object]
 
 @pytest.fixture
 def lossy(server_url: str, prefix: str) -> Iterator[dtaskq.Client]:
-    """A dtaskq client over LossyConnection; arm it with ``LossyConnection.armed = name``."""
+    """A dtaskq client over LossyConnection; arm it with ``LossyConnection.armed = name``.
+    Single servers only: a cluster client opens its own connections."""
+    if is_cluster(server_url):
+        pytest.skip("the lossy connection wraps a single server's pool")
     LossyConnection.armed = None
     LossyConnection.runs = {}
     url = redis.connection.parse_url(server_url)

@@ -422,13 +422,13 @@ def test_cleanup_deletes_every_key_of_the_task(
     client.record_post_ack(doomed, "n1")
     client.record_post_ack(doomed, "n2")
     assert client.finalize_task(doomed)
-    assert any(b"doomed-task" in k for k in r.keys(f"*{prefix}*"))
+    assert any(b"doomed-task" in k for k in list(r.scan_iter(match=f"*{prefix}*", count=1000)))
     time.sleep(0.005)
 
     client.cleanup_task(doomed)
 
     # Only the one-minute tombstone that makes a retried cleanup succeed is left.
-    left = [k for k in r.keys(f"*{prefix}*") if b"doomed-task" in k]
+    left = [k for k in list(r.scan_iter(match=f"*{prefix}*", count=1000)) if b"doomed-task" in k]
     assert [k.decode().rsplit("}:", 1)[1] for k in left] == ["cleaned:doomed-task"]
     assert 0 < r.pttl(left[0]) <= 60_000
     _, _, _, _, leases, expiry, conflicts, index, *_ = task_keys(prefix, doomed)
@@ -589,9 +589,11 @@ def test_partitioned_namespace_spreads_tasks_and_works(
     assert r.hget(f"{prefix}:namespaces", namespace) == b"4"
 
     for task_id in ids:
-        (task_key,) = r.keys(f"*{prefix}*:task:{task_id}")
+        (task_key,) = list(r.scan_iter(match=f"*{prefix}*:task:{task_id}", count=1000))
         assert partition_of_key(task_key) == (namespace, zlib.crc32(task_id.encode()) % 4)
-    used = {partition_of_key(k)[1] for k in r.keys(f"*{prefix}*:task:*")}
+    used = {
+        partition_of_key(k)[1] for k in list(r.scan_iter(match=f"*{prefix}*:task:*", count=1000))
+    }
     assert len(used) > 1 and used <= {0, 1, 2, 3}
 
     for ref in refs:
@@ -614,12 +616,14 @@ def test_partition_count_is_fixed_at_first_use(r: redis.Redis, prefix: str, name
     second = dtaskq.Client(r, prefix=prefix, partitions={namespace: 8})
     refs = [second.add_task(namespace, f"second-{i}", units=["u"]) for i in range(24)]
     assert r.hget(f"{prefix}:namespaces", namespace) == b"4"
-    task_keys_found = r.keys(f"*{prefix}*:task:*")
+    task_keys_found = list(r.scan_iter(match=f"*{prefix}*:task:*", count=1000))
     assert len(task_keys_found) == 32
     for key in task_keys_found:
         task_id = key.decode().rsplit(":task:", 1)[1]
         assert partition_of_key(key)[1] == zlib.crc32(task_id.encode()) % 4
-    assert all(partition_of_key(k)[1] < 4 for k in r.keys(f"{{{prefix}:*"))
+    assert all(
+        partition_of_key(k)[1] < 4 for k in list(r.scan_iter(match=f"{{{prefix}:*", count=1000))
+    )
     # Both clients see every task, wherever it was added.
     assert len(second.list_tasks(namespace)[namespace]) == 32
     assert second.get_task(namespace, "first-3") is not None
@@ -633,7 +637,9 @@ def test_partition_count_is_fixed_at_first_use(r: redis.Redis, prefix: str, name
     wider = dtaskq.Client(r, prefix=prefix, partitions={other: 4})
     for i in range(8):
         wider.add_task(other, f"y{i}", units=["u"])
-    assert {partition_of_key(k) for k in r.keys(f"*{prefix}:{other}:*")} == {(other, 0)}
+    assert {
+        partition_of_key(k) for k in list(r.scan_iter(match=f"*{prefix}:{other}:*", count=1000))
+    } == {(other, 0)}
     assert r.hget(f"{prefix}:namespaces", other) == b"1"
 
 

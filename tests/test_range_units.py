@@ -361,7 +361,11 @@ def populated(
 
 
 def task_key_suffixes(r: redis.Redis, prefix: str, task_id: str) -> list[str]:
-    found = [k.decode() for k in r.keys(f"*{prefix}*") if k.decode().endswith(":" + task_id)]
+    found = [
+        k.decode()
+        for k in list(r.scan_iter(match=f"*{prefix}*", count=1000))
+        if k.decode().endswith(":" + task_id)
+    ]
     return sorted(k.rsplit("}:", 1)[1] for k in found)
 
 
