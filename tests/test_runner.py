@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
+from netcut import Proxy
+from waiting import until
 
 import dtaskq
 from dtaskq import InvalidArgument, TaskStatus, UnitStatus
@@ -142,3 +146,66 @@ def test_a_named_unit_back_from_a_dead_node_runs_while_siblings_work(
     release.set()
     runner.join(5)
     assert status(client, namespace).status is TaskStatus.FINISHED
+
+
+class WatchedRecorder(Recorder):
+    """A recorder that tells when a runner thread has gone idle, waiting for units to come
+    back."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.idle = threading.Event()
+
+    def wait_returned(self, timeout: float) -> bool:
+        self.idle.set()
+        return super().wait_returned(timeout)
+
+
+@pytest.fixture
+def proxy(server_url: str) -> Iterator[Proxy]:
+    with Proxy(server_url) as p:
+        yield p
+
+
+def test_a_thread_waiting_for_units_outlives_an_outage(
+    client: dtaskq.Client,
+    namespace: str,
+    prefix: str,
+    proxy: Proxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dtaskq")
+    ref = client.add_task(namespace, "t", units=["long", "back"])
+    held = client.claim_unit(ref, "dead", "back")
+    started, finish = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def work(ctx: UnitContext) -> None:
+        ran.append(ctx.unit)
+        if ctx.unit == "long":
+            started.set()
+            finish.wait(30)
+
+    # The runner reaches the server through the proxy, and gives up on a call at once.
+    with dtaskq.Client.from_url(proxy.url, prefix=prefix, retry_attempts=1) as cut_off:
+        task = cut_off.get_task(namespace, "t")
+        assert task is not None
+        recorder = WatchedRecorder(cut_off, task, "n1", Claims(), Gate(2))
+        runner = UnitRunner(task, recorder, work, concurrency=2)
+        # One thread runs "long"; the other found "back" held elsewhere and waits idle.
+        assert started.wait(10) and recorder.idle.wait(10)
+        proxy.cut()
+        client.release("dead", [(ref, "back", held)])
+        recorder.units_returned()  # what the scheduler does on the `returned` event
+        until(
+            lambda: any("listing units failed" in r.getMessage() for r in caplog.records),
+            what="a failed attempt to list the units",
+        )
+        proxy.restore()
+        until(lambda: "back" in ran, what="the returned unit to run")
+        finish.set()
+        runner.join(10)
+        assert runner.done()
+    task = status(client, namespace)
+    assert task.status is TaskStatus.FINISHED
+    assert Counter(ran) == {"long": 1, "back": 1}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
+from waiting import until
 
 from dtaskq.worker.processes import WorkerProcesses
 
@@ -71,13 +71,7 @@ class Workers:
 
     def until(self, condition: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
         """Polls ``condition`` until it is truthy; fails the test after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what or condition}")
+        return until(condition, timeout, what)
 
     def close(self) -> None:
         """Kills every process still running."""

@@ -19,6 +19,8 @@ log = logging.getLogger("dtaskq.worker")
 
 _IDLE_POLL_S = 0.1
 """How often an idle thread of a named task checks whether its siblings are done."""
+_RETRY_S = 1.0
+"""How long a thread waits after a call failed before it tries again."""
 
 
 class FatalError(Exception):
@@ -139,7 +141,7 @@ class UnitRunner:
     def _loop(self) -> None:
         last: int | None = None
         batch: list[ClaimedUnit] = []  # range units claimed ahead, not started yet
-        idle_exit = False  # leaving idle: no longer counted active already
+        counted = True  # this thread is one of ``_active``
         try:
             while not self._terminate.is_set() and self.recorder.gate.enter():
                 idle = False
@@ -158,14 +160,19 @@ class UnitRunner:
                     self._terminate.wait((exc.retry_after_ms or 100) / 1000)
                 except DtaskqError as exc:
                     log.warning("claim failed: %s", exc, extra=self._extra)
-                    self._terminate.wait(1.0)
+                    self._terminate.wait(_RETRY_S)
+                except Exception:  # a dead thread would leave the task's units to others
+                    log.exception("unit thread failed", extra=self._extra)
+                    self._terminate.wait(_RETRY_S)
                 finally:
                     self.recorder.gate.leave()
-                if idle and not self._more_named_units():
-                    idle_exit = True
-                    return
+                if idle:
+                    counted = False  # the wait for more units takes the thread out of the count
+                    if not self._more_named_units():
+                        return
+                    counted = True
         finally:
-            if not idle_exit:
+            if counted:
                 with self._lock:
                     self._active -= 1
             # Units claimed ahead but never started go back at once, not after their leases.
@@ -189,7 +196,7 @@ class UnitRunner:
                 unit_id = self._named.pop(0)
             try:
                 token = self.recorder.claim(unit_id)
-            except UnitNotReady:
+            except Exception:  # not claimed (backing off, server unreachable): try it later
                 with self._lock:
                     self._named.append(unit_id)
                 raise
@@ -199,11 +206,13 @@ class UnitRunner:
     def _more_named_units(self) -> bool:
         """Named tasks: while sibling threads still run units, waits (holding no slot) for
         units to come back (a dead node's lease ran out, a retry) and lists them again. True
-        when there is something to try; False once every thread is idle or for range tasks."""
+        when there is something to try (the thread is counted active again); False once every
+        thread is idle, on termination, or for range tasks."""
         with self._lock:
             self._active -= 1
         if self._named is None:
             return False
+        relist = False
         while not self._terminate.is_set():
             with self._lock:
                 if self._named:
@@ -211,19 +220,30 @@ class UnitRunner:
                     return True
                 if not self._active:
                     return False  # every thread idle: nothing more can come back to us
-            if self.recorder.take_returned():
-                self._relist()
+            if relist or self.recorder.take_returned():
+                relist = not self._relist()
+                if relist:
+                    self._terminate.wait(_RETRY_S)
             else:
                 self.recorder.wait_returned(_IDLE_POLL_S)
         return False
 
-    def _relist(self) -> None:
-        task = self.recorder.client.get_task(self.task.namespace, self.task.task_id)
+    def _relist(self) -> bool:
+        """Lists the units that came back; False when the task could not be read."""
+        try:
+            task = self.recorder.client.get_task(self.task.namespace, self.task.task_id)
+        except DtaskqError as exc:
+            log.warning("listing units failed: %s", exc, extra=self._extra)
+            return False
+        except Exception:
+            log.exception("listing units failed", extra=self._extra)
+            return False
         if task is None or task.version != self.task.version:
-            return
+            return True
         with self._lock:
             assert self._named is not None
             self._named.extend(u for u in self._candidates(task) if u not in self._named)
+        return True
 
     def _run(self, unit: str, token: int) -> None:
         with self._lock:
@@ -241,7 +261,8 @@ class UnitRunner:
             result = self._fn(ctx)
             if inspect.isawaitable(result):
                 asyncio.run(_awaited(result))
-        except Exception as exc:  # a unit's failure must not stop the worker
+        # Whatever the unit raised (SystemExit, a cancelled coroutine too) fails only the unit.
+        except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("unit failed: %s", error, extra=extra)
             retry = not isinstance(exc, FatalError)
@@ -252,7 +273,7 @@ class UnitRunner:
             # Work that returns after being told to stop may be partial: leave the unit to
             # whoever takes it next rather than complete it.
             log.info("unit abandoned", extra=extra)
-            self.recorder.release(unit)
+            self._report(lambda: self.recorder.release(unit))
             return
         self._report(lambda: self.recorder.complete(unit))
 
@@ -274,6 +295,8 @@ class UnitRunner:
         except DtaskqError as exc:
             # The lease runs out and another claimer redoes the unit.
             log.warning("report failed: %s", exc, extra=self._extra)
+        except Exception:  # as above; the thread goes on with the next unit
+            log.exception("report failed", extra=self._extra)
         return None
 
 
