@@ -83,7 +83,12 @@ def parser() -> argparse.ArgumentParser:
         help="a callable taking a namespace and returning its provider",
     )
     worker.add_argument("--prefix", default="dtq", help="key prefix of the deployment (dtq)")
-    worker.add_argument("--node-id", help="this node's id (default: <host>-<pid>)")
+    worker.add_argument(
+        "--node-id",
+        help="this node's id: the same across restarts of this host, unique among live "
+        "workers, since sticky units and barrier acks wait for their node to come back "
+        "(default: the host name; pin one per worker when several run on one host)",
+    )
     worker.add_argument("--concurrency", type=int, default=8, help="units run at once (8)")
     worker.add_argument(
         "--lease-ms",

@@ -13,7 +13,9 @@ from collections import Counter
 from worker_procs import Workers
 
 import dtaskq
-from dtaskq import TaskStatus, UnitSpec, UnitStatus
+from dtaskq import TaskStatus, UnitSpec, UnitStatus, validate
+from dtaskq.worker import default_node_id
+from dtaskq.worker.runtime import as_node_id
 
 
 def finished(client: dtaskq.Client, namespace: str, task_id: str) -> dtaskq.Task | None:
@@ -117,6 +119,34 @@ def test_sticky_units_wait_for_their_node_to_restart(
     }
     assert {d["unit"] for d in workers.log("done", node="b")} == {"b1", "b2"}
     assert {d["unit"] for d in workers.log("done", node="a")} == {"a1", "a2"}
+
+
+def test_a_worker_restarted_with_the_default_node_id_takes_its_sticky_units_back(
+    client: dtaskq.Client, namespace: str, workers: Workers
+) -> None:
+    node = default_node_id()
+    client.add_task(namespace, "t", units=["u1", "u2"], lease_ms=1000, on_lease_expiry="sticky")
+    workers.start("host", host_node_id=True, unit_ms=30_000)
+    workers.until(lambda: len(workers.log("begin")) == 2, what="the worker holds both units")
+    workers.signal("host", signal.SIGKILL)
+    workers.wait("host")
+    task = client.get_task(namespace, "t")
+    assert {u.id: u.node for u in task.units.values()} == {"u1": node, "u2": node}
+
+    workers.start("host", host_node_id=True, unit_ms=50)
+    task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
+    assert task.status is TaskStatus.FINISHED
+    assert {u.id: u.node for u in task.units.values()} == {"u1": node, "u2": node}
+
+
+def test_default_node_ids_are_valid_ids() -> None:
+    assert validate.is_ident(default_node_id())
+    assert as_node_id("build host.example.com") == "build-host.example.com"
+    assert as_node_id("{tag}\tx\x00") == "-tag--x-"
+    assert as_node_id("\udcff") == "-"
+    assert as_node_id("") == "localhost"
+    long = as_node_id("é" * 150)
+    assert long == "é" * 100 and validate.is_ident(long)
 
 
 def test_sigterm_lets_units_finish_within_the_grace_period(

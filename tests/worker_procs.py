@@ -40,15 +40,20 @@ class Workers:
         lease_ms: int = 30_000,
         grace_ms: int = 30_000,
         concurrency: int = 2,
+        host_node_id: bool = False,
         **env: str | int,
     ) -> None:
-        """Starts ``dtaskq worker`` as ``node``; ``env`` sets DTQ_TEST_<NAME> variables."""
+        """Starts ``dtaskq worker`` as ``node`` (with ``host_node_id``, ``node`` only names
+        the process and the worker takes the default node id); ``env`` sets DTQ_TEST_<NAME>
+        variables."""
         options = [
             "--url", self.url, "--prefix", self.prefix, "--namespace", self.namespace,
-            "--provider", "worker_provider:factory", "--node-id", node,
+            "--provider", "worker_provider:factory",
             "--concurrency", str(concurrency), "--lease-ms", str(lease_ms),
             "--grace-ms", str(grace_ms), "--log-level", "INFO",
         ]  # fmt: skip
+        if not host_node_id:
+            options += ["--node-id", node]
         settings = {f"DTQ_TEST_{k.upper()}": str(v) for k, v in env.items()}
         self.procs.start(node, options, {"DTQ_TEST_NODE": node, **settings})
 
