@@ -26,6 +26,8 @@ class Proxy:
         self._open: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self.accepted = 0
+        """Connections accepted so far, forwarded or not."""
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, name="netcut-accept", daemon=True).start()
@@ -68,6 +70,7 @@ class Proxy:
                 return
             with self._lock:
                 cut = self._cut
+                self.accepted += 1
             if cut:
                 _close(client)
                 continue

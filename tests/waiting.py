@@ -10,14 +10,17 @@ from typing import Any
 POLL_S = 0.02
 
 
-def until(condition: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+def until(
+    condition: Callable[[], Any], timeout: float = 20, what: str | Callable[[], str] = ""
+) -> Any:
     """Polls ``condition`` until it is truthy and returns its value; fails the test after
-    ``timeout`` seconds."""
+    ``timeout`` seconds, saying ``what`` it waited for (a callable: what it says then)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out waiting for {said or condition}")
         time.sleep(POLL_S)

@@ -74,7 +74,9 @@ class Workers:
             if (what is None or e["what"] == what) and all(e.get(k) == v for k, v in match.items())
         ]
 
-    def until(self, condition: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    def until(
+        self, condition: Callable[[], Any], timeout: float = 20, what: str | Callable[[], str] = ""
+    ) -> Any:
         """Polls ``condition`` until it is truthy; fails the test after ``timeout`` seconds."""
         return until(condition, timeout, what)
 
