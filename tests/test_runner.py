@@ -115,6 +115,26 @@ def test_coroutine_functions_run(client: dtaskq.Client, namespace: str) -> None:
     assert status(client, namespace).status is TaskStatus.FINISHED
 
 
+def test_coroutine_units_of_a_thread_share_one_event_loop(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    client.add_task(namespace, "t", units=["a", "b", "c"])
+    loops: list[tuple[int, asyncio.AbstractEventLoop]] = []
+
+    async def work(ctx: UnitContext) -> None:
+        await asyncio.sleep(0)
+        loops.append((threading.get_ident(), asyncio.get_running_loop()))
+
+    runner, _ = runner_for(client, namespace, work, concurrency=1)
+    runner.join(10)
+    assert runner.done()
+    assert status(client, namespace).status is TaskStatus.FINISHED
+    (thread, loop), *others = loops
+    assert len(others) == 2
+    assert all(t == thread and other is loop for t, other in others)
+    assert loop.is_closed()  # with the thread that ran it
+
+
 def test_bad_batch_is_rejected(client: dtaskq.Client, namespace: str) -> None:
     client.add_task(namespace, "t", unit_count=3)
     with pytest.raises(InvalidArgument):

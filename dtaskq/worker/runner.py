@@ -70,7 +70,9 @@ class UnitRunner:
     by trying each unit that is not terminal and not held by another node, or only those in
     ``units`` when given. With ``batch`` > 1 each thread claims that many range units in one
     call (``Client.claim``) and runs them in turn: fewer round trips for short units. A
-    coroutine function runs on an event loop of its thread.
+    coroutine function runs on the event loop of its thread, made for the thread's first
+    coroutine and closed when the thread ends, so that what a unit leaves on it (connections,
+    tasks) serves the thread's next units.
 
     ``fn`` returning completes the unit, unless it returned after termination (its work may
     be partial: the unit is left to the next claimer); raising fails it, retryably unless it
@@ -96,6 +98,7 @@ class UnitRunner:
         self._lock = threading.Lock()
         self._only = None if units is None else set(units)
         self._running: set[str] = set()
+        self._per_thread = threading.local()
         self._named: list[str] | None = None
         if task.unit_count is None:
             self._named = self._candidates(task)
@@ -178,6 +181,7 @@ class UnitRunner:
             # Units claimed ahead but never started go back at once, not after their leases.
             if batch:
                 self._report(lambda: self.recorder.release_all(batch))
+            self._close_event_loop()
 
     def _claim(self, last: int | None, batch: list[ClaimedUnit]) -> tuple[str, int] | None:
         """The next unit this thread runs and its token, or None when none is left."""
@@ -260,7 +264,7 @@ class UnitRunner:
         try:
             result = self._fn(ctx)
             if inspect.isawaitable(result):
-                asyncio.run(_awaited(result))
+                self._event_loop().run(_awaited(result))
         # Whatever the unit raised (SystemExit, a cancelled coroutine too) fails only the unit.
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -276,6 +280,23 @@ class UnitRunner:
             self._report(lambda: self.recorder.release(unit))
             return
         self._report(lambda: self.recorder.complete(unit))
+
+    def _event_loop(self) -> asyncio.Runner:
+        """This thread's event loop (a new one costs more than many short units)."""
+        loop: asyncio.Runner | None = getattr(self._per_thread, "loop", None)
+        if loop is None:
+            loop = self._per_thread.loop = asyncio.Runner()
+        return loop
+
+    def _close_event_loop(self) -> None:
+        """Cancels what the thread's units left running on its loop, and closes it."""
+        loop: asyncio.Runner | None = getattr(self._per_thread, "loop", None)
+        if loop is None:
+            return
+        try:
+            loop.close()
+        except Exception:  # the units are over: nothing is left to fail
+            log.exception("closing the event loop failed", extra=self._extra)
 
     def _retry_later(self, unit: str) -> None:
         """A unit put back for a retry comes back to this runner once its backoff is over."""
