@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from netcut import Proxy
+from waiting import until
 
 import dtaskq
-from dtaskq import InvalidArgument, UnitNotReady, UnitStatus
+from dtaskq import InvalidArgument, LeaseLost, TaskStatus, TransientError, UnitStatus
 from dtaskq.worker import Claims, Gate, Recorder, Worker
 
 
@@ -88,17 +90,59 @@ def test_the_entry_goes_when_the_unit_ends(client: dtaskq.Client, namespace: str
     assert rec.progress("u1", 0.6) is True  # same fake instant: no entry left to throttle it
 
 
-def test_a_failed_forward_leaves_no_entry(client: dtaskq.Client, namespace: str) -> None:
+def test_a_failed_forward_leaves_no_entry(
+    client: dtaskq.Client, server_url: str, namespace: str, prefix: str
+) -> None:
+    client.add_task(namespace, "t", units=["u1"])
+    task = client.get_task(namespace, "t")
+    assert task is not None
     clock = Clock()
-    rec = recorder_for(client, namespace, clock, max_attempts=2, retry_backoff_ms=300)
-    rec.claim("u1")
-    assert rec.progress("u1", 0.5) is True
-    rec.fail("u1", "flaky", retryable=True)
-    with pytest.raises(UnitNotReady):
-        rec.progress("u1", 0.6)  # backing off: the forward fails
-    time.sleep(0.35)
-    assert rec.progress("u1", 0.7) is True  # same fake instant, forwarded: nothing throttles it
+    with (
+        Proxy(server_url) as proxy,
+        dtaskq.Client.from_url(proxy.url, prefix=prefix, retry_attempts=1) as cut_off,
+    ):
+        rec = Recorder(cut_off, task, "n1", Claims(), Gate(1), interval=3.0, clock=clock)
+        rec.claim("u1")
+        assert rec.progress("u1", 0.5) is True
+        clock.now += 3.0
+        proxy.cut()
+        with pytest.raises(TransientError):
+            rec.progress("u1", 0.6)  # the server cannot be reached: the forward fails
+        proxy.restore()
+        assert rec.progress("u1", 0.7) is True  # same fake instant, forwarded: nothing throttles it
     assert progress(client, namespace, "u1") == 0.7
+
+
+@pytest.mark.parametrize("found_by", ["heartbeat", "report"])
+def test_reports_after_the_lease_ran_out_are_turned_away_by_their_token(
+    client: dtaskq.Client, namespace: str, found_by: str
+) -> None:
+    rec = recorder_for(client, namespace, Clock(), lease_ms=1000)
+    assert (rec.claim("u1"), rec.claim("u2")) == (1, 1)
+    # Nothing renews the leases: once they run out, the sweep hands the units to anyone, and
+    # a report without a token would claim them again.
+    swept: list[int] = []
+    until(
+        lambda: swept.append(client.sweep(namespace).reclaimed) or sum(swept) == 2,
+        what="the leases to run out",
+    )
+    if found_by == "heartbeat":
+        rec.heartbeat()
+        assert rec.is_lost("u1") and rec.is_lost("u2")
+    assert rec.progress("u1", 0.5) is False
+    assert rec.is_lost("u1")
+    with pytest.raises(LeaseLost):
+        rec.complete("u1")
+    with pytest.raises(LeaseLost):
+        rec.fail("u2", "late", retryable=True)
+    with pytest.raises(InvalidArgument):
+        rec.progress("u1", 0.6)  # forgotten: this recorder holds no claim on it any more
+    task = client.get_task(namespace, "t")
+    assert task is not None and task.status is TaskStatus.STARTED
+    assert {(u.id, u.status, u.node, u.attempt) for u in task.units.values()} == {
+        ("u1", UnitStatus.PENDING, None, 1),
+        ("u2", UnitStatus.PENDING, None, 1),
+    }
 
 
 def test_range_claims_are_held_and_renewed(client: dtaskq.Client, namespace: str) -> None:

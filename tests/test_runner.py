@@ -168,6 +168,36 @@ def test_a_named_unit_back_from_a_dead_node_runs_while_siblings_work(
     assert status(client, namespace).status is TaskStatus.FINISHED
 
 
+@pytest.mark.parametrize("found_by", ["heartbeat", "report"])
+def test_nothing_is_reported_for_a_unit_whose_lease_was_lost(
+    client: dtaskq.Client, namespace: str, found_by: str
+) -> None:
+    client.add_task(namespace, "t", units=["u"], lease_ms=1000)
+    seen: list[tuple[bool, bool]] = []
+
+    def work(ctx: UnitContext) -> None:
+        # Nothing renews the lease here: wait until the sweep hands the unit back to anyone.
+        until(lambda: client.sweep(namespace).reclaimed, what="the lease to run out")
+        if found_by == "heartbeat":
+            ctx.heartbeat()  # finds the lease lost, as the worker's heartbeat thread would
+        seen.append((ctx.progress(0.5), ctx.terminated))
+        raise RuntimeError("gave up")  # even a failure no longer counts
+
+    runner, claims = runner_for(client, namespace, work)
+    runner.join(20)
+    assert runner.done()
+    assert seen == [(False, True)]
+    task = status(client, namespace)
+    unit = task.units["u"]
+    assert (task.status, unit.status, unit.node, unit.attempt) == (
+        TaskStatus.STARTED,
+        UnitStatus.PENDING,
+        None,
+        1,
+    )
+    assert len(claims) == 0
+
+
 class WatchedRecorder(Recorder):
     """A recorder that tells when a runner thread has gone idle, waiting for units to come
     back."""

@@ -149,6 +149,35 @@ def test_default_node_ids_are_valid_ids() -> None:
     assert long == "é" * 100 and validate.is_ident(long)
 
 
+def test_a_worker_paused_past_its_lease_leaves_the_unit_to_another_node(
+    client: dtaskq.Client, namespace: str, workers: Workers
+) -> None:
+    client.add_task(namespace, "t", units=["u1"], lease_ms=2000)
+    workers.start("a", unit_ms=60_000, work="progress")
+    workers.until(lambda: workers.log("begin", node="a"), what="a runs the unit")
+    workers.signal("a", signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        # Once a's lease runs out, b takes the unit over while a still sleeps.
+        workers.start("b", unit_ms=4000, work="progress")
+        workers.until(lambda: workers.log("begin", node="b"), what="b takes the unit")
+        # Paused past the throttle interval too, so a's next progress report goes out.
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - stopped)))
+    finally:
+        workers.signal("a", signal.SIGCONT)
+    # a learns that its lease is lost, stops the unit and reports nothing on it.
+    workers.until(lambda: workers.log("terminated", node="a"), what="a stops the unit")
+    task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
+    assert task.status is TaskStatus.FINISHED
+    unit = task.units["u1"]
+    assert (unit.status, unit.node, unit.attempt) == (UnitStatus.COMPLETED, "b", 2)
+    assert [(d["node"], d["token"]) for d in workers.log("done")] == [("b", 2)]
+    workers.signal("a", signal.SIGTERM)
+    code, log = workers.wait("a")
+    assert code == 0, log
+    assert "unit failed" not in log and "lease lost: outcome dropped" in log
+
+
 def test_sigterm_lets_units_finish_within_the_grace_period(
     client: dtaskq.Client, namespace: str, workers: Workers
 ) -> None:

@@ -46,11 +46,13 @@ class UnitContext:
     @property
     def terminated(self) -> bool:
         """True once the work should stop: the task left STARTED, the worker is shutting down
-        past its grace period, or this node lost the unit's lease. Long units poll it."""
+        past its grace period, or this node lost the unit's lease (its outcome will then not
+        be reported). Long units poll it."""
         return self._handle.terminating or self.recorder.is_lost(self.unit)
 
     def progress(self, value: float) -> bool:
-        """Reports progress in [0, 1], throttled; True when it was forwarded."""
+        """Reports progress in [0, 1], throttled; True when it was forwarded. False too once
+        the unit's lease is lost, which :attr:`terminated` then says."""
         return self.recorder.progress(self.unit, value)
 
     def heartbeat(self) -> None:
@@ -76,7 +78,8 @@ class UnitRunner:
 
     ``fn`` returning completes the unit, unless it returned after termination (its work may
     be partial: the unit is left to the next claimer); raising fails it, retryably unless it
-    raised :class:`FatalError`. Either way only that unit is affected.
+    raised :class:`FatalError`. Either way only that unit is affected. Once the unit's lease
+    is lost, nothing is reported on it at all: its next claimer runs it.
     """
 
     def __init__(
@@ -261,6 +264,8 @@ class UnitRunner:
     def _run_unit(self, unit: str, token: int) -> None:
         ctx = UnitContext(self.task, unit, token, self.recorder, self)
         extra = {**self._extra, "unit": unit}
+        error = ""
+        retry = True
         try:
             result = self._fn(ctx)
             if inspect.isawaitable(result):
@@ -268,8 +273,15 @@ class UnitRunner:
         # Whatever the unit raised (SystemExit, a cancelled coroutine too) fails only the unit.
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
-            log.warning("unit failed: %s", error, extra=extra)
             retry = not isinstance(exc, FatalError)
+        if self.recorder.is_lost(unit):
+            # Another claimer has the unit or will have it: nothing this run did counts, and
+            # a report could only be turned away.
+            log.info("lease lost: outcome dropped%s", f" ({error})" if error else "", extra=extra)
+            self.recorder.release(unit)
+            return
+        if error:
+            log.warning("unit failed: %s", error, extra=extra)
             if self._report(lambda: self.recorder.fail(unit, error, retry)):
                 self._retry_later(unit)
             return
