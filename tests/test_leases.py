@@ -1,4 +1,5 @@
-"""Leases, heartbeats, expiry and the sweeper (DESIGN §3 rules 24-25, §7 sweeping)."""
+"""Leases, heartbeats, expiry and the sweeper (``docs/rules.md`` rules 24-25,
+``docs/runtime.md`` on sweeping)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The recorder's throttle (DESIGN §7), driven by a fake clock against a real server."""
+"""The recorder (``docs/runtime.md``): its throttle, driven by a fake clock, and its tokens,
+against a real server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The worker runtime across real ``dtaskq worker`` processes (DESIGN §7).
+"""The worker runtime across real ``dtaskq worker`` processes (``docs/runtime.md``).
 
 Every test runs worker subprocesses with tests/worker_provider.py, whose side effects go to a
 Redis list (``workers.log``), and checks them against the task state in Redis.

@@ -1,5 +1,5 @@
 """Lease renewal on its own thread, so that a handler hogging the CPU or blocking cannot
-starve it (DESIGN §7)."""
+starve it (``docs/runtime.md``)."""
 
 from __future__ import annotations
 

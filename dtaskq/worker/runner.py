@@ -1,4 +1,4 @@
-"""A ready-made task handle: runs one function per claimed unit (DESIGN §7)."""
+"""A ready-made task handle: runs one function per claimed unit (``docs/runtime.md``)."""
 
 from __future__ import annotations
 

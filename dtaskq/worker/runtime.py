@@ -1,4 +1,5 @@
-"""The worker process: schedulers, heartbeats, sweeps and a graceful shutdown (DESIGN §7)."""
+"""The worker process: schedulers, heartbeats, sweeps and a graceful shutdown
+(``docs/runtime.md``)."""
 
 from __future__ import annotations
 
