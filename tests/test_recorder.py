@@ -188,15 +188,15 @@ def test_worker_needs_a_namespace(client: dtaskq.Client) -> None:
 def test_returned_units_are_claimed_before_the_span_goes_on(
     client: dtaskq.Client, namespace: str
 ) -> None:
-    ref = client.add_task(namespace, "r", unit_count=10, lease_ms=1000)
+    ref = client.add_task(namespace, "r", unit_count=10, lease_ms=2000)
     task = client.get_task(namespace, "r")
     assert task is not None
     dead = client.claim(ref, "dead", max_units=1, last=4)  # unit 5, left to expire
     assert dead == [5]
-    time.sleep(0.6)
+    time.sleep(1.0)
     rec = Recorder(client, task, "n1", Claims(), Gate(1), clock=Clock())
-    assert rec.claim_next() == 0
-    time.sleep(0.5)  # the dead node's lease has run out, n1's has 0.5 s left
+    assert rec.claim_next() == 0  # the dead node's lease has 1 s left
+    time.sleep(1.2)  # the dead node's lease has run out, n1's has 0.8 s left
     assert rec.claim_next(0) == 1  # this claim ends the dead lease: unit 5 waits again
     rec.units_returned()
     back = rec.claim_next(1)

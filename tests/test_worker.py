@@ -325,7 +325,8 @@ def test_a_worker_started_before_the_first_task_picks_it_up(
     client: dtaskq.Client, namespace: str, workers: Workers
 ) -> None:
     workers.start("a", unit_ms=10)
-    time.sleep(0.5)  # the namespace has no partition yet when the worker starts
+    # The namespace has no partition yet when the worker starts.
+    workers.until(lambda: "worker started" in workers.procs.log("a"), what="the worker")
     client.add_task(namespace, "t", unit_count=5)
     task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
     assert task.status is TaskStatus.FINISHED
