@@ -66,7 +66,7 @@ def test_claims_completions_and_failures_are_never_throttled(
     rec = recorder_for(client, namespace, clock)
     rec.claim("u1")
     assert rec.progress("u1", 0.5) is True
-    assert rec.progress("u1", 0.0) is True  # a claim again: forwarded, progress stays
+    assert rec.progress("u1", 0.0) is True  # what a claim reports: forwarded, progress stays
     assert progress(client, namespace, "u1") == 0.5
     rec.complete("u1")
     rec.claim("u2")
