@@ -19,7 +19,7 @@ import redis
 import redis.connection
 
 from . import validate
-from .errors import InvalidArgument
+from .errors import DtaskqError, InvalidArgument
 from .server import ENV_URL
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ _CONNECT_RETRY_S = 0.5
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class CommandError(Exception):
+class CommandError(DtaskqError):
     """Ends a command with its message as one line on stderr and ``status``."""
 
     def __init__(self, message: str, status: int = EXIT_USAGE) -> None:

@@ -56,6 +56,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``dtaskq`` in ``cwd`` to its end."""
     return subprocess.run(
         [*DTASKQ, *args],
         env=ENV,
@@ -128,6 +129,7 @@ def test_a_worker_gives_up_on_an_unreachable_server_at_start_up(project: Path) -
 
 
 def start_worker(cwd: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """Starts ``dtaskq worker`` in ``cwd``, its output going to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [*DTASKQ, "worker", "--log-level", "INFO", *options],
@@ -140,6 +142,7 @@ def start_worker(cwd: Path, log: Path, *options: str) -> subprocess.Popen[bytes]
 
 
 def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Stops a worker with SIGTERM, which must end it with status 0; kills it otherwise."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:

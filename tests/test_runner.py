@@ -210,6 +210,7 @@ class WatchedRecorder(Recorder):
 
 @pytest.fixture
 def proxy(server_url: str) -> Iterator[Proxy]:
+    """A proxy to the test server whose link the test cuts and restores."""
     with Proxy(server_url) as p:
         yield p
 

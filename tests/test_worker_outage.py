@@ -33,6 +33,7 @@ class Blocking(LocalTasksInMemory):
 
 
 def logged(caplog: pytest.LogCaptureFixture, *starts: str) -> bool:
+    """True once a record starting with each of ``starts`` was logged."""
     messages = [r.getMessage() for r in caplog.records]
     return all(any(m.startswith(start) for m in messages) for start in starts)
 
