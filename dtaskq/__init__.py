@@ -4,6 +4,8 @@ Work is split into units, spread over worker processes on many hosts, and tracke
 with one atomic Lua script per state change.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .aio import AsyncClient
 from .client import Client
 from .errors import (
@@ -44,7 +46,9 @@ from .models import (
     UnitStatus,
 )
 from .ops import SweepResult
-from .worker import Worker
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 __all__ = [
     "DONE",
@@ -85,3 +89,17 @@ __all__ = [
     "UnitWrongNode",
     "Worker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The worker runtime loads on first use: a program that only adds and reads tasks does
+    # not pay for it.
+    if name == "Worker":
+        from .worker import Worker
+
+        return Worker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "Worker"])

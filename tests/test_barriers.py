@@ -93,9 +93,10 @@ def test_acks_from_nodes_owning_no_unit_are_ignored(
 def test_a_node_that_lost_its_only_unit_is_not_expected(
     client: dtaskq.Client, namespace: str, unchanged: Unchanged, rejects: Rejects
 ) -> None:
-    ref = client.add_task(namespace, "moved", units=["a", "b"], ack_barrier=True, lease_ms=100)
+    # n2's claim of the moved unit must hold until it completes it: over half a second.
+    ref = client.add_task(namespace, "moved", units=["a", "b"], ack_barrier=True, lease_ms=600)
     client.claim_unit(ref, "n1", "a")
-    time.sleep(0.13)
+    time.sleep(0.65)
     client.claim_unit(ref, "n2", "a")  # n1's lease ran out; the unit moved to n2
     client.complete_unit(ref, "n2", "a")
     client.complete_unit(ref, "n3", "b")

@@ -31,9 +31,10 @@ from dtaskq.keys import Partition
 
 HELD, LOST, NOT_RUNNING = ClaimStatus.HELD, ClaimStatus.LOST, ClaimStatus.NOT_RUNNING
 # A lease that tests let expire, and a sleep long enough for it to have. It is long enough for
-# the claims made after that sleep to stay held while the test checks them on a busy machine.
-SHORT_MS = 200
-EXPIRE_S = 0.23
+# the claims made after that sleep to stay held while the test checks them on a busy machine:
+# over half a second.
+SHORT_MS = 600
+EXPIRE_S = 0.65
 BITMAP_UNITS = 2**20
 
 
@@ -235,8 +236,8 @@ def test_heartbeats_keep_range_claims_held(
     ref = client.add_task(namespace, "hb", unit_count=5, lease_ms=SHORT_MS)
     u0, u1 = client.claim(ref, "n1", max_units=2)
     claims = [(ref, u0, u0.token), (ref, u1, u1.token)]
-    for _ in range(10):  # two lease times
-        time.sleep(0.04)
+    for _ in range(12):  # two lease times, each renewal with half a second of margin
+        time.sleep(0.1)
         assert client.heartbeat("n1", claims) == [HELD, HELD]
     assert client.heartbeat("n1", [(ref, u0, u0.token + 1)]) == [LOST]
     # Neither is handed out again: n2 splits what is left of n1's span instead.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-import time
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
+from netcut import Proxy
+from waiting import until
 
 import dtaskq
 from dtaskq import InvalidArgument, TaskStatus, UnitStatus
@@ -111,6 +114,26 @@ def test_coroutine_functions_run(client: dtaskq.Client, namespace: str) -> None:
     assert status(client, namespace).status is TaskStatus.FINISHED
 
 
+def test_coroutine_units_of_a_thread_share_one_event_loop(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    client.add_task(namespace, "t", units=["a", "b", "c"])
+    loops: list[tuple[int, asyncio.AbstractEventLoop]] = []
+
+    async def work(ctx: UnitContext) -> None:
+        await asyncio.sleep(0)
+        loops.append((threading.get_ident(), asyncio.get_running_loop()))
+
+    runner, _ = runner_for(client, namespace, work, concurrency=1)
+    runner.join(10)
+    assert runner.done()
+    assert status(client, namespace).status is TaskStatus.FINISHED
+    (thread, loop), *others = loops
+    assert len(others) == 2
+    assert all(t == thread and other is loop for t, other in others)
+    assert loop.is_closed()  # with the thread that ran it
+
+
 def test_bad_batch_is_rejected(client: dtaskq.Client, namespace: str) -> None:
     client.add_task(namespace, "t", unit_count=3)
     with pytest.raises(InvalidArgument):
@@ -121,7 +144,7 @@ def test_bad_batch_is_rejected(client: dtaskq.Client, namespace: str) -> None:
 def test_a_named_unit_back_from_a_dead_node_runs_while_siblings_work(
     client: dtaskq.Client, namespace: str
 ) -> None:
-    ref = client.add_task(namespace, "t", units=["long", "lost"], lease_ms=300)
+    ref = client.add_task(namespace, "t", units=["long", "lost"], lease_ms=1000)
     client.claim_unit(ref, "dead", "lost")  # its holder never reports: the lease runs out
     done: list[str] = []
     release = threading.Event()
@@ -132,13 +155,105 @@ def test_a_named_unit_back_from_a_dead_node_runs_while_siblings_work(
         done.append(ctx.unit)
 
     runner, _ = runner_for(client, namespace, work)
-    time.sleep(0.4)
-    assert client.sweep(namespace).reclaimed == 1
+    # Only the dead node's lease runs out: "long" is renewed every 50 ms.
+    assert until(lambda: client.sweep(namespace).reclaimed, what="the dead lease to end") == 1
     runner.recorder.units_returned()  # what the scheduler does on the `returned` event
-    deadline = time.monotonic() + 5
-    while "lost" not in done and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: "lost" in done, what="the returned unit to run")
     assert done == ["lost"]  # while "long" still runs on the other thread
     release.set()
     runner.join(5)
     assert status(client, namespace).status is TaskStatus.FINISHED
+
+
+@pytest.mark.parametrize("found_by", ["heartbeat", "report"])
+def test_nothing_is_reported_for_a_unit_whose_lease_was_lost(
+    client: dtaskq.Client, namespace: str, found_by: str
+) -> None:
+    client.add_task(namespace, "t", units=["u"], lease_ms=1000)
+    seen: list[tuple[bool, bool]] = []
+
+    def work(ctx: UnitContext) -> None:
+        # Nothing renews the lease here: wait until the sweep hands the unit back to anyone.
+        until(lambda: client.sweep(namespace).reclaimed, what="the lease to run out")
+        if found_by == "heartbeat":
+            ctx.heartbeat()  # finds the lease lost, as the worker's heartbeat thread would
+        seen.append((ctx.progress(0.5), ctx.terminated))
+        raise RuntimeError("gave up")  # even a failure no longer counts
+
+    runner, claims = runner_for(client, namespace, work)
+    runner.join(20)
+    assert runner.done()
+    assert seen == [(False, True)]
+    task = status(client, namespace)
+    unit = task.units["u"]
+    assert (task.status, unit.status, unit.node, unit.attempt) == (
+        TaskStatus.STARTED,
+        UnitStatus.PENDING,
+        None,
+        1,
+    )
+    assert len(claims) == 0
+
+
+class WatchedRecorder(Recorder):
+    """A recorder that tells when a runner thread has gone idle, waiting for units to come
+    back."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.idle = threading.Event()
+
+    def wait_returned(self, timeout: float) -> bool:
+        self.idle.set()
+        return super().wait_returned(timeout)
+
+
+@pytest.fixture
+def proxy(server_url: str) -> Iterator[Proxy]:
+    """A proxy to the test server whose link the test cuts and restores."""
+    with Proxy(server_url) as p:
+        yield p
+
+
+def test_a_thread_waiting_for_units_outlives_an_outage(
+    client: dtaskq.Client,
+    namespace: str,
+    prefix: str,
+    proxy: Proxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dtaskq")
+    ref = client.add_task(namespace, "t", units=["long", "back"])
+    held = client.claim_unit(ref, "dead", "back")
+    started, finish = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def work(ctx: UnitContext) -> None:
+        ran.append(ctx.unit)
+        if ctx.unit == "long":
+            started.set()
+            finish.wait(30)
+
+    # The runner reaches the server through the proxy, and gives up on a call at once.
+    with dtaskq.Client.from_url(proxy.url, prefix=prefix, retry_attempts=1) as cut_off:
+        task = cut_off.get_task(namespace, "t")
+        assert task is not None
+        recorder = WatchedRecorder(cut_off, task, "n1", Claims(), Gate(2))
+        runner = UnitRunner(task, recorder, work, concurrency=2)
+        # One thread runs "long"; the other found "back" held elsewhere and waits idle.
+        assert started.wait(10) and recorder.idle.wait(10)
+        proxy.cut()
+        client.release("dead", [(ref, "back", held)])
+        recorder.units_returned()  # what the scheduler does on the `returned` event
+        until(
+            lambda: any("listing units failed" in r.getMessage() for r in caplog.records),
+            what="a failed attempt to list the units",
+        )
+        proxy.restore()
+        until(lambda: "back" in ran, what="the returned unit to run")
+        finish.set()
+        runner.join(10)
+        assert runner.done()
+    task = status(client, namespace)
+    assert task.status is TaskStatus.FINISHED
+    assert Counter(ran) == {"long": 1, "back": 1}

@@ -1,4 +1,4 @@
-"""The worker runtime across real ``dtaskq worker`` processes (DESIGN §7).
+"""The worker runtime across real ``dtaskq worker`` processes (``docs/runtime.md``).
 
 Every test runs worker subprocesses with tests/worker_provider.py, whose side effects go to a
 Redis list (``workers.log``), and checks them against the task state in Redis.
@@ -13,7 +13,9 @@ from collections import Counter
 from worker_procs import Workers
 
 import dtaskq
-from dtaskq import TaskStatus, UnitSpec, UnitStatus
+from dtaskq import TaskStatus, UnitSpec, UnitStatus, validate
+from dtaskq.worker import default_node_id
+from dtaskq.worker.runtime import as_node_id
 
 
 def finished(client: dtaskq.Client, namespace: str, task_id: str) -> dtaskq.Task | None:
@@ -117,6 +119,63 @@ def test_sticky_units_wait_for_their_node_to_restart(
     }
     assert {d["unit"] for d in workers.log("done", node="b")} == {"b1", "b2"}
     assert {d["unit"] for d in workers.log("done", node="a")} == {"a1", "a2"}
+
+
+def test_a_worker_restarted_with_the_default_node_id_takes_its_sticky_units_back(
+    client: dtaskq.Client, namespace: str, workers: Workers
+) -> None:
+    node = default_node_id()
+    client.add_task(namespace, "t", units=["u1", "u2"], lease_ms=1000, on_lease_expiry="sticky")
+    workers.start("host", host_node_id=True, unit_ms=30_000)
+    workers.until(lambda: len(workers.log("begin")) == 2, what="the worker holds both units")
+    workers.signal("host", signal.SIGKILL)
+    workers.wait("host")
+    task = client.get_task(namespace, "t")
+    assert {u.id: u.node for u in task.units.values()} == {"u1": node, "u2": node}
+
+    workers.start("host", host_node_id=True, unit_ms=50)
+    task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
+    assert task.status is TaskStatus.FINISHED
+    assert {u.id: u.node for u in task.units.values()} == {"u1": node, "u2": node}
+
+
+def test_default_node_ids_are_valid_ids() -> None:
+    assert validate.is_ident(default_node_id())
+    assert as_node_id("build host.example.com") == "build-host.example.com"
+    assert as_node_id("{tag}\tx\x00") == "-tag--x-"
+    assert as_node_id("\udcff") == "-"
+    assert as_node_id("") == "localhost"
+    long = as_node_id("é" * 150)
+    assert long == "é" * 100 and validate.is_ident(long)
+
+
+def test_a_worker_paused_past_its_lease_leaves_the_unit_to_another_node(
+    client: dtaskq.Client, namespace: str, workers: Workers
+) -> None:
+    client.add_task(namespace, "t", units=["u1"], lease_ms=2000)
+    workers.start("a", unit_ms=60_000, work="progress")
+    workers.until(lambda: workers.log("begin", node="a"), what="a runs the unit")
+    workers.signal("a", signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        # Once a's lease runs out, b takes the unit over while a still sleeps.
+        workers.start("b", unit_ms=4000, work="progress")
+        workers.until(lambda: workers.log("begin", node="b"), what="b takes the unit")
+        # Paused past the throttle interval too, so a's next progress report goes out.
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - stopped)))
+    finally:
+        workers.signal("a", signal.SIGCONT)
+    # a learns that its lease is lost, stops the unit and reports nothing on it.
+    workers.until(lambda: workers.log("terminated", node="a"), what="a stops the unit")
+    task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
+    assert task.status is TaskStatus.FINISHED
+    unit = task.units["u1"]
+    assert (unit.status, unit.node, unit.attempt) == (UnitStatus.COMPLETED, "b", 2)
+    assert [(d["node"], d["token"]) for d in workers.log("done")] == [("b", 2)]
+    workers.signal("a", signal.SIGTERM)
+    code, log = workers.wait("a")
+    assert code == 0, log
+    assert "unit failed" not in log and "lease lost: outcome dropped" in log
 
 
 def test_sigterm_lets_units_finish_within_the_grace_period(
@@ -266,7 +325,8 @@ def test_a_worker_started_before_the_first_task_picks_it_up(
     client: dtaskq.Client, namespace: str, workers: Workers
 ) -> None:
     workers.start("a", unit_ms=10)
-    time.sleep(0.5)  # the namespace has no partition yet when the worker starts
+    # The namespace has no partition yet when the worker starts.
+    workers.until(lambda: "worker started" in workers.procs.log("a"), what="the worker")
     client.add_task(namespace, "t", unit_count=5)
     task = workers.until(lambda: finished(client, namespace, "t"), what="task end")
     assert task.status is TaskStatus.FINISHED

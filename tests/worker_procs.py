@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
+from waiting import until
 
 from dtaskq.worker.processes import WorkerProcesses
 
@@ -40,15 +40,20 @@ class Workers:
         lease_ms: int = 30_000,
         grace_ms: int = 30_000,
         concurrency: int = 2,
+        host_node_id: bool = False,
         **env: str | int,
     ) -> None:
-        """Starts ``dtaskq worker`` as ``node``; ``env`` sets DTQ_TEST_<NAME> variables."""
+        """Starts ``dtaskq worker`` as ``node`` (with ``host_node_id``, ``node`` only names
+        the process and the worker takes the default node id); ``env`` sets DTQ_TEST_<NAME>
+        variables."""
         options = [
             "--url", self.url, "--prefix", self.prefix, "--namespace", self.namespace,
-            "--provider", "worker_provider:factory", "--node-id", node,
+            "--provider", "worker_provider:factory",
             "--concurrency", str(concurrency), "--lease-ms", str(lease_ms),
             "--grace-ms", str(grace_ms), "--log-level", "INFO",
         ]  # fmt: skip
+        if not host_node_id:
+            options += ["--node-id", node]
         settings = {f"DTQ_TEST_{k.upper()}": str(v) for k, v in env.items()}
         self.procs.start(node, options, {"DTQ_TEST_NODE": node, **settings})
 
@@ -69,15 +74,11 @@ class Workers:
             if (what is None or e["what"] == what) and all(e.get(k) == v for k, v in match.items())
         ]
 
-    def until(self, condition: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    def until(
+        self, condition: Callable[[], Any], timeout: float = 20, what: str | Callable[[], str] = ""
+    ) -> Any:
         """Polls ``condition`` until it is truthy; fails the test after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what or condition}")
+        return until(condition, timeout, what)
 
     def close(self) -> None:
         """Kills every process still running."""

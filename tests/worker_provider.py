@@ -5,8 +5,9 @@ JSON, to the Redis list ``$DTQ_TEST_LOG`` on the server ``$DTQ_TEST_URL``, so th
 check what each node did and when:
 
 - ``DTQ_TEST_UNIT_MS``: how long a unit works (default 50), polling ``ctx.terminated``;
-  ``DTQ_TEST_WORK``: ``poll`` (default), ``sleep`` (one blocking ``time.sleep``) or ``spin``
-  (pure-Python CPU loop), the last two ignoring termination;
+  ``DTQ_TEST_WORK``: ``poll`` (default), ``progress`` (polls too, reporting its progress as
+  it goes), ``sleep`` (one blocking ``time.sleep``) or ``spin`` (pure-Python CPU loop), the
+  last two ignoring termination;
 - ``DTQ_TEST_UNITS``: claim only named units whose id starts with this prefix (local shards);
 - ``DTQ_TEST_FAIL``: a unit id whose run raises ``FatalError``; ``DTQ_TEST_FLAKY``: a unit id
   whose first attempt raises ``RuntimeError``;
@@ -87,8 +88,10 @@ class TestProvider:
             while time.monotonic() < deadline:
                 n += 1
         else:
-            deadline = time.monotonic() + self.unit_s
-            while time.monotonic() < deadline:
+            started = time.monotonic()
+            while (elapsed := time.monotonic() - started) < self.unit_s:
+                if self.work == "progress":
+                    ctx.progress(elapsed / self.unit_s)
                 if ctx.terminated:
                     self.record("terminated", task=ctx.task.task_id, unit=ctx.unit)
                     return

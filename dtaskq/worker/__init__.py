@@ -1,4 +1,4 @@
-"""The worker runtime (DESIGN §7): what runs on the hosts.
+"""The worker runtime (``docs/runtime.md``): what runs on the hosts.
 
 A :class:`Worker` serves namespaces through :class:`Provider` objects. Per namespace a
 scheduler starts local work when a task has units for this node, stops it when the task

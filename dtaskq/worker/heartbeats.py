@@ -1,5 +1,5 @@
 """Lease renewal on its own thread, so that a handler hogging the CPU or blocking cannot
-starve it (DESIGN §7)."""
+starve it (``docs/runtime.md``)."""
 
 from __future__ import annotations
 
@@ -66,20 +66,24 @@ class Heartbeats(Loop):
         """Renews due claims every tick."""
         due: dict[Claim, float] = {}
         while not self.stopping.wait(TICK_S):
-            now = time.monotonic()
-            due = {c: due.get(c, now + self.period_s(c) - TICK_S) for c in self._claims.snapshot()}
-            ready = [c for c, at in due.items() if at <= now]
-            if not ready:
-                continue
             try:
-                stopped = renew(self._client, self._node, self._claims, ready)
+                due = self._renew_due(due)
             except DtaskqError as exc:
                 log.warning("heartbeat failed: %s", exc)
-                continue
             except Exception:  # the thread must outlive any surprise, or every lease goes
                 log.exception("heartbeat failed")
-                continue
-            for claim in ready:
-                due[claim] = now + self.period_s(claim)
-            if stopped:
-                self._on_stopped(stopped)
+
+    def _renew_due(self, due: dict[Claim, float]) -> dict[Claim, float]:
+        """Renews the claims whose time has come; returns when each held claim is due next.
+        Raises when the renewal failed: its claims are then due again at the next tick."""
+        now = time.monotonic()
+        due = {c: due.get(c, now + self.period_s(c) - TICK_S) for c in self._claims.snapshot()}
+        ready = [c for c, at in due.items() if at <= now]
+        if not ready:
+            return due
+        stopped = renew(self._client, self._node, self._claims, ready)
+        for claim in ready:
+            due[claim] = now + self.period_s(claim)
+        if stopped:
+            self._on_stopped(stopped)
+        return due

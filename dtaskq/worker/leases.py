@@ -36,12 +36,6 @@ class Claims:
             self._held[claim.ref, claim.unit] = claim
             self._lost.discard((claim.ref, claim.unit))
 
-    def token(self, ref: TaskRef, unit: str) -> int | None:
-        """The token under which ``unit`` is held, or None."""
-        with self._lock:
-            claim = self._held.get((ref, unit))
-            return claim.token if claim else None
-
     def remove(self, ref: TaskRef, unit: str) -> None:
         """Forgets ``unit`` (reported terminal, released, or its holder gave up)."""
         with self._lock:

@@ -1,4 +1,6 @@
-"""Worker processes on this machine, for the demo, the benchmarks and tests."""
+"""A harness for local worker processes: it starts, kills and stops ``dtaskq worker``
+processes on this machine for the demo, the benchmarks and the tests. It is no part of the
+worker runtime, which runs one process per node."""
 
 from __future__ import annotations
 

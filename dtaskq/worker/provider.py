@@ -1,4 +1,5 @@
-"""What a worker asks of the code that does the work: the provider protocols of DESIGN §7."""
+"""What a worker asks of the code that does the work: the provider protocols of
+``docs/runtime.md``."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class Provider(Protocol):
 
 
 class UnitAwareProvider(Provider, Protocol):
-    """A provider that takes part in group completion and the ack barrier (DESIGN §3).
+    """A provider that takes part in group completion and the ack barrier (``docs/rules.md``).
 
     A callback that raises counts as a failure: it fails the node's prepare or post ack and
     so the task; its message becomes the ack's error.

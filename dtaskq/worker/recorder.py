@@ -1,5 +1,5 @@
 """The recorder handed to providers: claims and reports for one task, with progress
-throttled as DESIGN §7 prescribes."""
+throttled (``docs/runtime.md``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..client import Client
-from ..errors import UnitWrongNode
+from ..errors import InvalidArgument, LeaseLost, UnitWrongNode
 from ..models import ClaimedUnit, Done, Task
 from .gate import Gate
 from .heartbeats import renew
@@ -26,6 +26,11 @@ class Recorder:
     entry goes at its completion or failure, and a forward that raised leaves none, so the next
     report is forwarded at once. Every claim is renewed by the worker's heartbeats until its
     unit is reported terminal.
+
+    Every report carries the token its unit was claimed under, so that the server turns away a
+    report whose lease is over rather than take it for a claim; reporting on a unit that was
+    not claimed here is an ``InvalidArgument``. Once a unit's lease is found lost (by a
+    heartbeat or a progress report), :meth:`is_lost` says so and progress is no longer sent.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class Recorder:
         self._clock = clock
         self._lock = threading.Lock()
         self._sent: dict[str, float] = {}
+        self._tokens: dict[str, int] = {}
         self._returned = threading.Event()
 
     @property
@@ -109,37 +115,46 @@ class Recorder:
         self._returned.set()
 
     def progress(self, unit: str | int, value: float) -> bool:
-        """Forwards progress in [0, 1] unless this unit's was forwarded less than the throttle
-        interval ago. True when forwarded."""
+        """Forwards progress in [0, 1] of a unit claimed here, unless its progress was forwarded
+        less than the throttle interval ago. True when forwarded; False when dropped, when
+        the unit is terminal, or when its lease is lost: then the unit is marked lost
+        (:meth:`is_lost`) rather than LeaseLost raised."""
         key = str(unit)
+        if self.is_lost(key):
+            return False
+        token = self._token(key)
         now = self._clock()
         with self._lock:
             last = self._sent.get(key)
             if value != 0.0 and last is not None and now - last < self._interval:
                 return False
             self._sent.pop(key, None)
-        token = self._claims.token(self.ref, key)
-        stored = self.client.update_progress(self.ref, self.node, key, value, token)
+        try:
+            stored = self.client.update_progress(self.ref, self.node, key, value, token)
+        except (LeaseLost, UnitWrongNode):
+            self._claims.lose(self.ref, key)
+            return False
         if stored is None:
             return False
-        if token is None:
-            self._hold(key, stored)
         with self._lock:
             self._sent[key] = now
         return True
 
     def complete(self, unit: str | int) -> None:
-        """Completes a unit under the token of its claim."""
+        """Completes a unit under the token of its claim; raises ``LeaseLost`` (or
+        ``UnitWrongNode``) when the lease is over."""
         key = str(unit)
+        token = self._token(key)
         try:
-            self.client.complete_unit(self.ref, self.node, key, self._claims.token(self.ref, key))
+            self.client.complete_unit(self.ref, self.node, key, token)
         finally:
             self._forget(key)
 
     def fail(self, unit: str | int, error: str, retryable: bool = False) -> bool:
-        """Fails a unit; True when it was put back for a retry."""
+        """Fails a unit under the token of its claim; True when it was put back for a retry.
+        Raises ``LeaseLost`` (or ``UnitWrongNode``) when the lease is over."""
         key = str(unit)
-        token = self._claims.token(self.ref, key)
+        token = self._token(key)
         try:
             return self.client.fail_unit(self.ref, self.node, key, error, token, retryable)
         finally:
@@ -147,13 +162,15 @@ class Recorder:
 
     def release(self, unit: str | int) -> bool:
         """Gives a claimed unit back without reporting on it, so that another claimer takes it
-        at once; True when it was still held."""
+        at once; True when it was still held. A unit whose lease was lost is only forgotten."""
         return self.release_all([unit]) == 1
 
     def release_all(self, units: Sequence[str | int]) -> int:
         """Gives claimed units back in one call, as :meth:`release`; how many were held."""
         keys = [str(u) for u in units]
-        held = [(k, t) for k in keys if (t := self._claims.token(self.ref, k)) is not None]
+        with self._lock:
+            tokens = {k: self._tokens[k] for k in keys if k in self._tokens}
+        held = [(k, t) for k, t in tokens.items() if not self.is_lost(k)]
         try:
             if not held:
                 return 0
@@ -168,13 +185,32 @@ class Recorder:
         renew(self.client, self.node, self._claims, self._claims.snapshot(self.ref))
 
     def is_lost(self, unit: str | int) -> bool:
-        """True once a heartbeat found that this node no longer holds ``unit``."""
+        """True once a heartbeat or a progress report found that this node no longer holds
+        ``unit``: reports on it no longer count."""
         return self._claims.is_lost(self.ref, str(unit))
 
+    def _token(self, unit: str) -> int:
+        """The token ``unit`` was claimed under here."""
+        with self._lock:
+            token = self._tokens.get(unit)
+        if token is None:
+            raise InvalidArgument(
+                f"unit {unit} of task {self.ref.task_id} is not claimed by this recorder",
+                namespace=self.ref.namespace,
+                task_id=self.ref.task_id,
+                version=self.ref.version,
+                unit=unit,
+                node=self.node,
+            )
+        return token
+
     def _hold(self, unit: str, token: int) -> None:
+        with self._lock:
+            self._tokens[unit] = token
         self._claims.add(Claim(self.ref, unit, token, self.task.lease_ms))
 
     def _forget(self, unit: str) -> None:
         with self._lock:
             self._sent.pop(unit, None)
+            self._tokens.pop(unit, None)
         self._claims.remove(self.ref, unit)

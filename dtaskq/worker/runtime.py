@@ -1,4 +1,5 @@
-"""The worker process: schedulers, heartbeats, sweeps and a graceful shutdown (DESIGN §7)."""
+"""The worker process: schedulers, heartbeats, sweeps and a graceful shutdown
+(``docs/runtime.md``)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,21 @@ _POLL_S = 0.05
 
 
 def default_node_id() -> str:
-    """``<host>-<pid>``: unique per process, stable enough to read in logs."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """This host's name as a node id (see :func:`as_node_id`).
+
+    A node id must stay the same across restarts of the same host identity: sticky units and
+    barrier acks wait for the node that holds them, and a restarted worker takes them back
+    only under the same id. It must also be unique among live workers, so several workers on
+    one host each need an id of their own (``--node-id``)."""
+    return as_node_id(socket.gethostname())
+
+
+def as_node_id(name: str) -> str:
+    """``name`` made a valid node id: braces, whitespace and other unprintable characters
+    become ``-``, and the result is cut to 200 bytes; "localhost" if nothing is left."""
+    cleaned = "".join(c if c.isprintable() and validate.is_ident(c) else "-" for c in name)
+    cut = cleaned.encode()[: validate.MAX_ID_BYTES].decode(errors="ignore")
+    return cut or "localhost"
 
 
 class Worker:
@@ -42,6 +56,9 @@ class Worker:
 
     Embed it with :meth:`start` and :meth:`stop`, or let :meth:`run` own the process: it
     stops gracefully on the first SIGTERM or SIGINT and exits at once on the second.
+
+    ``node_id`` names this worker to the others: the same across restarts of the same host
+    identity, unique among live workers (default: :func:`default_node_id`, the host name).
 
     ``lease_ms`` caps the lease the heartbeats plan for: each claim is renewed a third of
     ``min(lease_ms, task's lease_ms)`` after the last renewal. ``grace_ms`` is how long

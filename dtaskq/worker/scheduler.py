@@ -1,5 +1,5 @@
 """One namespace's tasks on one node: when to start and stop local work, and the callbacks
-and acks of groups and barriers (DESIGN §3 and §7)."""
+and acks of groups and barriers (``docs/rules.md``, ``docs/runtime.md``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .logs import Fields
 from .loop import Loop
 from .provider import Provider, TaskDescriptor, TaskHandle
 from .recorder import DEFAULT_INTERVAL_S, Recorder
-from .settle import Settlement
+from .settle import NodeContext, Settlement
 
 DEFAULT_RESYNC_S = 5.0
 HANDLE_MIN_S = 1.0
@@ -90,6 +90,7 @@ class Scheduler(Loop):
         self._resync_s = resync_s
         self._progress_interval = progress_interval
         self.log = Fields(node=node, ns=namespace)
+        self._context = NodeContext(client, provider, node, self.log)
         self._node_bytes = node.encode()
         self._local: dict[str, Local] = {}
         self._streams: dict[str, bytes] = {}
@@ -228,7 +229,7 @@ class Scheduler(Loop):
 
     def _claimable(self, task: Task) -> bool:
         """True when the task has a unit that is not terminal and that no other node holds or
-        has kept: DESIGN §7's condition for running it here."""
+        has kept: the condition for running it here (``docs/runtime.md``)."""
         others = [
             u
             for u in task.units.values()
@@ -283,7 +284,7 @@ class Scheduler(Loop):
 
     def _settle(self, local: Local, task: Task) -> None:
         try:
-            Settlement(self, local, task).run()
+            Settlement(self._context, local, task).run()
         except DtaskqError as exc:
             self.log.warning("settling failed: %s", exc, extra={"task": task.task_id})
             local.dirty = True

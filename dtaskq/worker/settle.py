@@ -1,15 +1,17 @@
-"""Group callbacks, barrier acks and finalization of one task on one node (DESIGN §3, §7)."""
+"""Group callbacks, barrier acks and finalization of one task on one node
+(``docs/rules.md``, ``docs/runtime.md``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from ..client import Client
 from ..errors import AcksMissing, TaskNotFinalizing
 from ..models import Task, TaskStatus, UnitStatus
-
-if TYPE_CHECKING:
-    from .scheduler import Local, Scheduler
+from .logs import Fields
+from .provider import Provider
 
 MAX_ACK_ERROR = 65536
 
@@ -43,15 +45,42 @@ def local_groups(task: Task, node: str, *, complete_only: bool) -> dict[str, lis
     return found
 
 
+@dataclass(frozen=True)
+class NodeContext:
+    """What settling a task needs of the node it runs on."""
+
+    client: Client
+    provider: Provider
+    node: str
+    log: Fields
+
+
+class Settled(Protocol):
+    """What this process remembers of a task's callbacks and acks; a settlement reads it and
+    records in it each step it took."""
+
+    recovered: bool
+    """First seen past STARTED: this process did not see the task run."""
+    recovery_decided: bool
+    started: bool
+    """A handle ran here in this process: the node took part even if it owns no unit."""
+    groups: dict[str, str]
+    """Groups whose callback ran (or needs no rerun) -> its error, "" for success."""
+    post_done: bool
+    """The post phase (swap callbacks, post ack) is done or needs no rerun."""
+    completed: bool
+    """``on_task_completed`` ran (or needs no rerun)."""
+
+
 class Settlement:
     """One pass over a task's callbacks and acks on this node; repeatable, since every step
     remembers in ``local`` (this process) or in Redis (acks) that it happened."""
 
-    def __init__(self, scheduler: Scheduler, local: Local, task: Task) -> None:
-        self._s = scheduler
+    def __init__(self, context: NodeContext, local: Settled, task: Task) -> None:
+        self._s = context
         self._local = local
         self._task = task
-        self._node = scheduler.node
+        self._node = context.node
         self._extra = {"task": task.task_id}
 
     def run(self) -> None:

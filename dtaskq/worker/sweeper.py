@@ -1,4 +1,4 @@
-"""Periodic bounded sweeps of the partitions a worker serves (DESIGN §7)."""
+"""Periodic bounded sweeps of the partitions a worker serves (``docs/runtime.md``)."""
 
 from __future__ import annotations
 
