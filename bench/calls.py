@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from core import new_parser, parse, positive, publish, run_report, server
 
 import dtaskq
-from core import new_parser, parse, positive, publish, run_report, server
 
 NAMESPACE = "calls"
 NODE = "calls-node"
@@ -76,6 +76,21 @@ def _empty_call(client: dtaskq.Client, r: redis.Redis) -> Callable[[int], object
     return lambda _: r.evalsha(sha, 0)
 
 
+def _completing(
+    client: dtaskq.Client, ref: dtaskq.TaskRef, held: list[dtaskq.ClaimedUnit], batch: int
+) -> Callable[[int], None]:
+    """A step that completes the units held and claims as many more, in one call."""
+    holding = [held]
+
+    def step(_: int) -> None:
+        done = [(u, u.token) for u in holding[0]]
+        result = client.complete_and_claim(ref, NODE, done, batch, int(holding[0][-1]))
+        assert not result.rejected and len(result.units) == batch
+        holding[0] = result.units  # type: ignore[assignment]
+
+    return step
+
+
 def run(client: dtaskq.Client, r: redis.Redis, calls: int) -> dict[str, Any]:
     """Every measure, ``calls`` calls each."""
     results: dict[str, Any] = {}
@@ -106,16 +121,7 @@ def run(client: dtaskq.Client, r: redis.Redis, calls: int) -> dict[str, Any]:
         for batch in (1, 20):
             held = client.claim(ref, NODE, max_units=batch, last=last[0])
             assert isinstance(held, list)
-            holding = [held]
-
-            def complete_and_claim(_: int, batch: int = batch) -> None:
-                done = [(u, u.token) for u in holding[0]]
-                result = client.complete_and_claim(ref, NODE, done, batch, int(holding[0][-1]))
-                assert not result.rejected and len(result.units) == batch
-                holding[0] = result.units  # type: ignore[assignment]
-
-            rounds = max(1, calls // batch)
-            m = measure(r, rounds, complete_and_claim)
+            m = measure(r, max(1, calls // batch), _completing(client, ref, held, batch))
             results[f"complete_and_claim x{batch}"] = {**m, "units_per_call": batch}
     if hasattr(client, "claim_any"):
         named = client.add_task(NAMESPACE, "named", units=[f"u{i}" for i in range(calls + 1)])
@@ -129,14 +135,14 @@ def run(client: dtaskq.Client, r: redis.Redis, calls: int) -> dict[str, Any]:
 
         results["claim_any + complete"] = measure(r, calls, claim_any)
     ping = results["PING"]["client_cpu_us"]
-    for name, m in results.items():
+    for m in results.values():
         m["client_vs_ping"] = m["client_cpu_us"] / ping
     return results
 
 
 def table(results: dict[str, Any]) -> str:
     """The figures as a text table."""
-    rows = [("operation", "client CPU/call", "× PING", "server µs/call", "round trips/call")]
+    rows = [("operation", "client CPU/call", "vs PING", "server µs/call", "round trips/call")]
     for name, m in results.items():
         rows.append(
             (

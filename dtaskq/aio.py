@@ -50,12 +50,15 @@ class AsyncClient:
         self._send: Callable[..., Any] = connection.execute_command
 
     @classmethod
-    def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> AsyncClient:
+    def from_url(
+        cls, url: str, *, connect_timeout: float | None = None, **options: Unpack[ClientOptions]
+    ) -> AsyncClient:
         """A client on a new connection pool for ``url`` (see :meth:`dtaskq.Client.from_url`)."""
-        plain, cluster = urls.parse(url)
+        plain, cluster, kwargs = urls.connection_args(url, connect_timeout)
         if cluster:
-            return cls(RedisCluster.from_url(plain), **options)
-        return cls(redis.asyncio.Redis.from_url(plain, retry=Retry(NoBackoff(), 0)), **options)
+            return cls(RedisCluster.from_url(plain, **kwargs), **options)
+        retry = Retry(NoBackoff(), 0)
+        return cls(redis.asyncio.Redis.from_url(plain, retry=retry, **kwargs), **options)
 
     async def aclose(self) -> None:
         """Closes the connection pool."""

@@ -72,16 +72,19 @@ class Client:
             pool.release(connection)
 
     @classmethod
-    def from_url(cls, url: str, **options: Unpack[ClientOptions]) -> Client:
+    def from_url(
+        cls, url: str, *, connect_timeout: float | None = None, **options: Unpack[ClientOptions]
+    ) -> Client:
         """A client on a new connection pool for ``url``: ``redis://host:port/db``,
         ``rediss://`` for TLS, ``unix://path``; add ``?cluster=1`` for a Redis Cluster (the
-        address of any of its nodes).
+        address of any of its nodes). ``connect_timeout`` bounds each attempt to connect, in
+        seconds (a ``socket_connect_timeout`` in the URL wins).
 
         The pool's own retries are off: the client's bounded retries are the only ones."""
-        plain, cluster = urls.parse(url)
+        plain, cluster, kwargs = urls.connection_args(url, connect_timeout)
         if cluster:
-            return cls(RedisCluster.from_url(plain), **options)
-        return cls(redis.Redis.from_url(plain, retry=Retry(NoBackoff(), 0)), **options)
+            return cls(RedisCluster.from_url(plain, **kwargs), **options)
+        return cls(redis.Redis.from_url(plain, retry=Retry(NoBackoff(), 0), **kwargs), **options)
 
     def close(self) -> None:
         """Closes the connection pool."""

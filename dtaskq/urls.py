@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidArgument
@@ -34,3 +35,18 @@ def parse(url: object) -> tuple[str, bool]:
         raise InvalidArgument(f"cluster= takes 1 or 0 in {url!r}")
     rest = urlencode([(name, value) for name, value in query if name != "cluster"])
     return urlunsplit(parts._replace(query=rest)), bool(flags) and flags[-1] in _TRUE
+
+
+def connection_args(url: object, connect_timeout: float | None) -> tuple[str, bool, dict[str, Any]]:
+    """What ``from_url`` passes to redis-py: the URL, whether it is a cluster's, and the
+    connection options dtaskq adds (a connect timeout, unless the URL sets one)."""
+    plain, cluster = parse(url)
+    kwargs: dict[str, Any] = {}
+    if connect_timeout is not None:
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)):
+            raise InvalidArgument(f"connect_timeout must be seconds, got {connect_timeout!r}")
+        if not connect_timeout > 0:
+            raise InvalidArgument(f"connect_timeout must be above 0, got {connect_timeout!r}")
+        if "socket_connect_timeout" not in plain:
+            kwargs["socket_connect_timeout"] = float(connect_timeout)
+    return plain, cluster, kwargs
