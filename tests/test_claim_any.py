@@ -270,6 +270,33 @@ def test_units_backing_off_answer_when_to_come_back(client: dtaskq.Client, names
         assert task_of(client, ref).status is TaskStatus.STARTED
 
 
+def test_a_unit_back_from_a_retryable_failure_is_handed_out_again_once_ready(
+    client: dtaskq.Client, r: redis.Redis, namespace: str
+) -> None:
+    """After its backoff (rule 14) the unit goes to any node under the next token; on a
+    sticky task only to the node it is kept for."""
+    for expiry, taker in (("reassign", "n2"), ("sticky", "n1")):
+        ref = client.add_task(
+            namespace,
+            expiry,
+            units=["a"],
+            on_lease_expiry=expiry,
+            max_attempts=2,
+            retry_backoff_ms=0,
+        )
+        first = client.claim_any(ref, "n1")
+        assert client.fail_unit(ref, "n1", "a", "flaky", first.units[0].token, retryable=True)
+        ready = task_of(client, ref).units["a"].ready_at
+        assert ready is not None
+        wait_until(lambda ready=ready: server_time(r) >= ready, "the backoff is over")
+        if expiry == "sticky":
+            assert client.claim_any(ref, "n2").done
+        again = client.claim_any(ref, taker)
+        assert got(again) == [("a", 2)]
+        done = client.claim_any(ref, taker, complete=tokens(again))
+        assert done.done and task_of(client, ref).status is TaskStatus.FINISHED
+
+
 @pytest.mark.parametrize(
     ("options", "status"),
     [

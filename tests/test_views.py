@@ -248,6 +248,24 @@ def test_a_view_reads_the_nodes_units_and_nothing_sized_by_the_task(
     assert big.task.counts == {C: 1} and big.task.nodes == {"n1": 3, "n2": 2}
 
 
+def test_a_view_returns_every_unit_of_a_node_that_owns_thousands(
+    client: dtaskq.Client, namespace: str
+) -> None:
+    """The view reads a node's units in slices; 2 500 owned units come back whole, with the
+    counters of their groups."""
+    units = [UnitSpec(f"u{i:04d}", group=f"g{i % 3}") for i in range(2_600)]
+    ref = client.add_task(namespace, "many", units=units)
+    for k in (1_000, 1_000, 500):
+        claimed = client.claim_any(ref, "n1", max_units=k)
+        assert len(claimed.units) == k
+    client.complete_unit(ref, "n1", claimed.units[0], claimed.units[0].token)
+    assert len(client.claim_any(ref, "n2", max_units=1_000).units) == 100
+    task = check_views(client, ref, ["n1", "n2"])
+    view = view_of(client, ref, "n1")
+    assert len(view.task.units) == 2_500 and not view.claimable
+    assert view.groups_left == groups_left(task, "n1") and sum(view.groups_left.values()) == 2_599
+
+
 # --- task_summaries ---
 
 
