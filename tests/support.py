@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import redis
@@ -63,6 +65,33 @@ def unit_of(client: dtaskq.Client, ref: dtaskq.TaskRef, unit_id: str) -> dtaskq.
     task = client.get_task(ref.namespace, ref.task_id)
     assert task is not None and task.version == ref.version
     return task.units[unit_id]
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Polls ``condition`` until it holds; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def server_time(r: redis.Redis) -> datetime:
+    """The server's clock, which every deadline of dtaskq follows."""
+    seconds, micros = r.time()
+    return datetime.fromtimestamp(seconds + micros / 1e6, tz=UTC)
+
+
+def wait_for_leases_to_end(
+    client: dtaskq.Client, r: redis.Redis, ref: dtaskq.TaskRef, unit_ids: list[str]
+) -> None:
+    """Waits until the server's clock is past the lease deadlines of ``unit_ids`` as they are
+    now (rule 25: every call then treats those leases as ended)."""
+    task = client.get_task(ref.namespace, ref.task_id)
+    assert task is not None and task.version == ref.version
+    deadlines = [task.units[u].lease_expires_at for u in unit_ids]
+    assert all(d is not None for d in deadlines), "every unit should hold a lease"
+    last = max(d for d in deadlines if d is not None)
+    wait_until(lambda: server_time(r) > last, "the leases ran out")
 
 
 def bitmaps(r: redis.Redis, prefix: str, ref: dtaskq.TaskRef) -> dict[int, str]:
