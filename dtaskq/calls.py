@@ -88,13 +88,19 @@ class Router:
         """The partition count this client gives a namespace at its first ``add_task``."""
         return self._wanted.get(namespace, 1)
 
-    def partition_count(self, namespace: str, *, register: bool = False) -> Steps[int]:
-        """The namespace's partition count; 0 for a namespace that has never had a task,
-        unless ``register`` fixes it now."""
+    def partition_count(self, namespace: str) -> Steps[int]:
+        """The namespace's partition count; 0 for a namespace that has never had a task."""
         known = self._known.get(namespace)
         if known is not None:
             return len(known)
-        wanted = self.wanted(namespace) if register else 0
+        return (yield from self._registry(namespace, 0))
+
+    def register(self, namespace: str) -> Steps[int]:
+        """Fixes the namespace's partition count unless it has one (always asking the server:
+        one that lost its data lost its registry too); returns the count."""
+        return (yield from self._registry(namespace, self.wanted(namespace)))
+
+    def _registry(self, namespace: str, wanted: int) -> Steps[int]:
         call = Call(
             _REGISTER,
             [keys.namespaces_key(self.prefix)],
@@ -102,7 +108,7 @@ class Router:
             {"namespace": namespace},
         )
         count = int((yield call))
-        if count:
+        if count and len(self._known.get(namespace, ())) != count:
             self._known[namespace] = [
                 keys.Partition(self.prefix, namespace, i) for i in range(count)
             ]

@@ -49,7 +49,12 @@ def _completion_args(done: Completions) -> list[Any]:
 
 
 def _result(
-    ref: TaskRef, node: str, done: Completions, reply: list[Any], units: list[Any]
+    ref: TaskRef,
+    node: str,
+    done: Completions,
+    max_units: int,
+    reply: list[Any],
+    units: list[Any],
 ) -> ClaimResult:
     rejected: dict[str, Exception] = {}
     for (unit, _), code in zip(done, reply[1], strict=True):
@@ -61,7 +66,9 @@ def _result(
             )
             rejected[unit_id] = error if error is not None else DtaskqError(code.decode())
     wait = int(reply[0])
-    return ClaimResult(units, rejected, done=not units and not wait, retry_after_ms=wait)
+    # A call that claimed nothing because it asked for nothing says nothing of what is left.
+    finished = not units and not wait and max_units > 0
+    return ClaimResult(units, rejected, done=finished, retry_after_ms=wait)
 
 
 def _claim_range_reply(
@@ -98,7 +105,7 @@ def claim_range(
     ``claim_next`` would after the one before it (``claim_first`` for the first when ``last``
     is None)."""
     reply = yield from _claim_range_reply(router, ref, node, max_units, last, done)
-    return _result(ref, node, done, reply, _runs(reply))
+    return _result(ref, node, done, max_units, reply, _runs(reply))
 
 
 def claim_batch(
@@ -160,4 +167,4 @@ def claim_any(
         ClaimedName(unit.decode("utf-8", "surrogateescape"), token)
         for unit, token in zip(reply[2::2], reply[3::2], strict=True)
     ]
-    return _result(ref, node, done, reply, claimed)
+    return _result(ref, node, done, max_units, reply, claimed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -105,7 +106,7 @@ class ClaimResult:
     """What a claim that also completes units answered (``complete_and_claim``,
     ``claim_any``)."""
 
-    units: list[ClaimedUnit] | list[ClaimedName]
+    units: Sequence[ClaimedUnit | ClaimedName]
     """The units handed out, in claim order."""
     rejected: dict[str, Exception] = field(default_factory=dict)
     """Completions the units' state turned away, by unit id (``LeaseLost``, ``UnitWrongNode``,

@@ -144,10 +144,11 @@ def add_task(
     )
     barrier = 2 if prepare_barrier else 1 if ack_barrier else 0
     # Check against the count the namespace will have first, so that a rejected task does not
-    # register it; then again, in case another producer registered it meanwhile.
+    # register it; then register it (again: a server that lost its data lost the registry
+    # too), and check against the count it has.
     count = (yield from router.partition_count(namespace)) or router.wanted(namespace)
     _conflict_keys_fit(ckeys, namespace, count)
-    count = yield from router.partition_count(namespace, register=True)
+    count = yield from router.register(namespace)
     _conflict_keys_fit(ckeys, namespace, count)
     part = yield from router.partition(namespace, task_id)
     assert part is not None  # registered just now

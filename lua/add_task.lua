@@ -9,7 +9,7 @@
 --         gets the version it created instead of DTQ_TASK_EXISTS
 -- ARGV[10] number of conflict keys C
 -- ARGV[11 .. 10+C] conflict keys, then pairs (unit id, group), at least one pair
--- Every unit waits in `pending` (docs/keys.md), in the order given.
+-- Every unit waits in `pending` (docs/keys.md) until its first claim, in the order given.
 -- Writes the task hash field "group:<name>" per group (the group "" included): the number of
 -- its units not yet complete, so complete_unit can tell when a group is done.
 -- Events: added
@@ -47,7 +47,6 @@ for i = first_unit, #ARGV, 2 do
   group_sizes[group] = group_sizes[group] + 1
   batch[#batch + 1] = ARGV[i]
   batch[#batch + 1] = fresh[group]
-  -- Fresh units wait in `pending` in the order given: their place sorts before any time.
   pending[#pending + 1] = (i - first_unit) / 2
   pending[#pending + 1] = ARGV[i]
   if #batch == 1000 then

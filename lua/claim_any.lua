@@ -1,7 +1,7 @@
 -- claim_any: completes the units a node reports done, then hands it up to k pending units of a
 -- task of named units, each with a new lease (rule 6): first units kept for this node (sticky
 -- tasks), then unassigned ones that are ready (returned after a lease expiry or a retryable
--- failure first, then fresh ones in the order the task lists them). With a filter, only units
+-- failure first, by when they may be, then fresh ones in the order the task lists them). With a filter, only units
 -- it names are handed out. Never a unit that a node holds, this one included: each claimed
 -- unit goes to exactly one caller. Costs O(log n) a unit, O(filter) with a filter. It first
 -- ends a few expired leases of the partition, so that their units come back at once.
@@ -55,12 +55,22 @@ local function claim(unit_id, stored)
   reply[#reply + 1] = token
 end
 
+local function next_unit()
+  local unit_id
+  unit_id, soonest = waiting_unit(t, node, now, t.keys.returned)
+  return unit_id or redis.call('ZRANGE', t.keys.pending, 0, 0)[1]
+end
+
 if n_filter == 0 then
-  while #reply - 2 < 2 * k do
-    local unit_id
-    unit_id, soonest = waiting_unit(t, node, now, t.keys.pending)
-    if not unit_id then break end
-    claim(unit_id, cmsgpack.unpack(redis.call('HGET', t.keys.units, unit_id)))
+  for _ = 1, 2 do
+    while #reply - 2 < 2 * k do
+      local unit_id = next_unit()
+      if not unit_id then break end
+      claim(unit_id, cmsgpack.unpack(redis.call('HGET', t.keys.units, unit_id)))
+    end
+    -- Short of units: leases that ran out beyond the few ended above may hold some.
+    local full = #reply - 2 == 2 * k
+    if full or select(2, end_expired_leases(t.keys.leases, now, MORE_EXPIRED)) == 0 then break end
   end
 else
   for i = at + 1, at + n_filter do

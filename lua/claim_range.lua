@@ -96,26 +96,30 @@ local function claim_waiting(unit_id)
 end
 
 local soonest = 0
-while got < k do
-  local span = last and last + 1 < t.unit_count and span_containing(t, last + 1)
-  local n = span and last + 1
-  if not span then
-    local unit_id
-    unit_id, soonest = waiting_unit(t, node, now, t.keys.returned)
-    if unit_id then
-      claim_waiting(unit_id)
-    else
-      local fresh
-      span, fresh = next_span(t)
-      if not span then break end
-      n = fresh and span.s or span.s + math.floor((span.e - span.s) / 2)
+for _ = 1, 2 do
+  while got < k do
+    local span = last and last + 1 < t.unit_count and span_containing(t, last + 1)
+    local n = span and last + 1
+    if not span then
+      local unit_id
+      unit_id, soonest = waiting_unit(t, node, now, t.keys.returned)
+      if unit_id then
+        claim_waiting(unit_id)
+      else
+        local fresh
+        span, fresh = next_span(t)
+        if not span then break end
+        n = fresh and span.s or span.s + math.floor((span.e - span.s) / 2)
+      end
+    end
+    if span then
+      local count = math.min(k - got, span.e - n)
+      carve(t, span, n, count, node)
+      hand_out(n, count)
     end
   end
-  if span then
-    local count = math.min(k - got, span.e - n)
-    carve(t, span, n, count, node)
-    hand_out(n, count)
-  end
+  -- Short of units: leases that ran out beyond the few ended above may hold some.
+  if got == k or select(2, end_expired_leases(t.keys.leases, now, MORE_EXPIRED)) == 0 then break end
 end
 if got == 0 and soonest > 0 then reply[1] = math.max(1, soonest - now) end
 -- A call that changed nothing is kept for no retry: a retry may as well look again.

@@ -15,13 +15,14 @@ if ARGV[2] ~= '' then start = '(' .. arg_id(ARGV[2], 'cursor') end
 local count = arg_int(ARGV[3], 'page size', 1, 1000)
 local ids = redis.call('ZRANGE', KEYS[1], start, '+', 'BYLEX', 'LIMIT', 0, count)
 local page = {}
+local now = now_ms()
 for _, task_id in ipairs(ids) do
   local t = load_task(partition_task_keys(KEYS[1], 'tasks', task_id), task_id, '')
   if t then
     page[#page + 1] = task_id
     page[#page + 1] = t.version
     page[#page + 1] = t.status
-    page[#page + 1] = claimable(t, node) and 1 or 0
+    page[#page + 1] = claimable(t, node, now) and 1 or 0
     page[#page + 1] = redis.call('HEXISTS', t.keys.nodes, node)
   end
 end

@@ -37,5 +37,5 @@ if t.unit_count == 0 then
 end
 return {
   redis.call('HMGET', t.keys.task, unpack(VIEW_FIELDS)), redis.call('HGETALL', t.keys.acks),
-  redis.call('HGETALL', t.keys.nodes), units, groups, claimable(t, node) and 1 or 0,
+  redis.call('HGETALL', t.keys.nodes), units, groups, claimable(t, node, now_ms()) and 1 or 0,
 }

@@ -721,13 +721,6 @@ async def test_an_async_client_keeps_working_across_a_server_restart(
         assert await client.get_task(namespace, "before") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dtaskq/calls.py Router caches a namespace's partition count and ops.add_task then "
-    "never registers the namespace again: after the server lost its data, tasks that client "
-    "adds are missing from the registry, so list_tasks and every other client's get_task, "
-    "claims and summaries do not find them",
-)
 def test_tasks_added_after_a_restart_are_found_by_every_client(
     restartable: RestartableServer, namespace: str
 ) -> None:

@@ -120,15 +120,6 @@ def test_units_whose_lease_expired_come_first_under_the_next_token(
     assert task.status is TaskStatus.FINISHED and task.nodes == {"n1": 5, "n2": 1}
 
 
-PCALL_STRING_ERRORS = (
-    "lua/include/completions.lua complete_all: Redis 7 and Valkey hand pcall the DTQ_ error as "
-    "a string, not a table, so every rejected completion is raised again with error(err, 0): "
-    "the whole call raises (LeaseLost, UnitWrongNode, ...) and claims nothing, after the "
-    "completions listed before it were written"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PCALL_STRING_ERRORS)
 def test_a_rejected_completion_stops_neither_the_others_nor_the_claim(
     client: dtaskq.Client, namespace: str
 ) -> None:
@@ -159,13 +150,6 @@ def test_a_rejected_completion_stops_neither_the_others_nor_the_claim(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lua/include/units.lua start_waiting scores a returned named unit in `pending` by "
-    "its ready time (0 after a lease, now + backoff after a retryable failure), while fresh "
-    "units are scored by their place (0..n-1): a unit back from a retryable failure comes after "
-    "every fresh unit, and one back from a lease ties with the first fresh one",
-)
 @pytest.mark.parametrize("how", ["retryable failure", "released lease"])
 def test_a_returned_unit_comes_before_fresh_ones(
     client: dtaskq.Client, r: redis.Redis, namespace: str, how: str
@@ -184,13 +168,6 @@ def test_a_returned_unit_comes_before_fresh_ones(
     assert got(client.claim_any(ref, "n2")) == [("u2", 2)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lua/claim_any.lua ends at most 8 expired leases of the partition "
-    "(end_expired_leases(..., 8)) and then looks only at `pending`: when 8 leases of other "
-    "tasks ran out first, a unit of this task whose lease ran out is not seen, and the claim "
-    "answers done although that unit is no longer held (rule 25)",
-)
 def test_a_claim_is_not_done_while_a_unit_of_its_task_has_an_expired_lease(
     client: dtaskq.Client, r: redis.Redis, namespace: str
 ) -> None:

@@ -116,11 +116,6 @@ def test_max_units_zero_only_completes(client: dtaskq.Client, namespace: str) ->
     assert got(after) == [(3, 1), (4, 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dtaskq/claims.py _result sets done = not units and not wait, so a call that asked "
-    "for no unit (max_units=0) answers done although units are left to hand out",
-)
 def test_a_call_that_only_completes_is_not_done_while_units_are_left(
     client: dtaskq.Client, namespace: str
 ) -> None:
@@ -133,12 +128,6 @@ def test_a_call_that_only_completes_is_not_done_while_units_are_left(
     assert result.units == [] and not result.done
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lua/include/completions.lua complete_all: Redis 7 and Valkey hand pcall the DTQ_ "
-    "error as a string, not a table, so every rejected completion is raised again: the call "
-    "raises and claims nothing, after the completions listed before it were written",
-)
 def test_rejected_completions_are_reported_per_unit(client: dtaskq.Client, namespace: str) -> None:
     """Each completion the unit's state turns away is listed under its unit with its own
     error; the others and the claim take effect."""

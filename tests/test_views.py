@@ -182,13 +182,6 @@ def test_there_is_no_view_of_a_missing_task(
     assert client.task_view(namespace, "other", "n1") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lua/include/views.lua claimable reads only `pending`, `returned`, `order` and "
-    "`kept`, which an expired lease reaches only once a write ends it (a claim, the sweep): "
-    "a unit whose lease ran out is not seen as claimable although rule 25 ends the lease at "
-    "its deadline for every call",
-)
 def test_a_unit_whose_lease_ran_out_is_claimable(
     client: dtaskq.Client, r: redis.Redis, namespace: str
 ) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..client import Client
 from ..errors import InvalidArgument, LeaseLost, UnitWrongNode
-from ..models import ClaimedUnit, Done, Task
+from ..models import ClaimedUnit, ClaimResult, Done, Task
 from .gate import Gate
 from .heartbeats import renew
 from .leases import Claim, Claims
@@ -97,13 +97,32 @@ class Recorder:
                 self._hold(str(unit), unit.token)
         return claimed
 
-    def take_returned(self) -> bool:
-        """True once after :meth:`units_returned` (for handles of named tasks, which then
-        look for claimable units again)."""
-        if not self._returned.is_set():
-            return False
-        self._returned.clear()
-        return True
+    def claim_units(
+        self,
+        done: Sequence[tuple[str, int]],
+        max_units: int,
+        last: int | None = None,
+        units: Iterable[str] | None = None,
+    ) -> ClaimResult:
+        """Completes the units in ``done`` (``(unit, token)`` pairs claimed here) and claims up
+        to ``max_units`` more, in one call: range units as :meth:`claim_range` does (after
+        ``last``), named ones with ``Client.claim_any`` (only ``units`` when given). Completed
+        units are forgotten, whether their completion took effect or was turned away (their
+        lease was lost: another claimer has them); the rejections are in the result."""
+        if self.task.unit_count is None:
+            self._returned.clear()  # what comes back from now on wakes idle threads again
+            result = self.client.claim_any(self.ref, self.node, max_units, units, done)
+        else:
+            if self._returned.is_set():
+                last = None
+            result = self.client.complete_and_claim(self.ref, self.node, done, max_units, last)
+            if last is None and (not result.units or result.units[0].token == 1):
+                self._returned.clear()
+        for unit, _ in done:
+            self._forget(unit)
+        for claimed in result.units:
+            self._hold(str(claimed), claimed.token)
+        return result
 
     def wait_returned(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for :meth:`units_returned`."""

@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from .. import validate
-from ..errors import DtaskqError, LeaseLost, TaskNotRunning, UnitNotReady
-from ..models import ClaimedUnit, Task
+from ..errors import DtaskqError, LeaseLost, TaskNotRunning
+from ..models import Task
 from .recorder import Recorder
 
 log = logging.getLogger("dtaskq.worker")
 
 _IDLE_POLL_S = 0.1
-"""How often an idle thread of a named task checks whether its siblings are done."""
+"""How often an idle thread checks whether its siblings are done."""
 _RETRY_S = 1.0
 """How long a thread waits after a call failed before it tries again."""
 
@@ -66,15 +66,17 @@ UnitFunction = Callable[[UnitContext], object] | Callable[[UnitContext], Awaitab
 class UnitRunner:
     """Runs ``fn`` once per unit it claims, on ``concurrency`` threads (default: as many as
     the worker runs units at once), until no unit is left for this node; a
-    :class:`~dtaskq.worker.TaskHandle`. The worker's limit holds across all its tasks.
+    :class:`~dtaskq.worker.TaskHandle`. The worker's limit holds across all its tasks: a thread
+    takes a slot while its task has units for it, and gives it back when it runs out.
 
-    Range tasks are claimed with ``claim_next`` (each thread continues its span); named tasks
-    by trying each unit that is not terminal and not held by another node, or only those in
-    ``units`` when given. With ``batch`` > 1 each thread claims that many range units in one
-    call (``Client.claim``) and runs them in turn: fewer round trips for short units. A
-    coroutine function runs on the event loop of its thread, made for the thread's first
-    coroutine and closed when the thread ends, so that what a unit leaves on it (connections,
-    tasks) serves the thread's next units.
+    Each thread reports the units it completed in the same call that claims its next ones, so
+    a unit costs one round trip, or a batch of ``batch`` units one round trip. Range tasks are
+    claimed as ``claim_next`` would (each thread continues its span); named tasks with
+    ``claim_any``, only units in ``units`` when given. A thread with nothing to claim waits,
+    holding no slot, while its siblings still run units, and takes units that come back
+    meanwhile (a dead node's lease ran out, a retry). A coroutine function runs on the event
+    loop of its thread, made for the thread's first coroutine and closed when the thread ends,
+    so that what a unit leaves on it (connections, tasks) serves the thread's next units.
 
     ``fn`` returning completes the unit, unless it returned after termination (its work may
     be partial: the unit is left to the next claimer); raising fails it, retryably unless it
@@ -99,31 +101,18 @@ class UnitRunner:
         self._terminate = threading.Event()
         self._extra = {"ns": task.namespace, "task": task.task_id}
         self._lock = threading.Lock()
-        self._only = None if units is None else set(units)
-        self._running: set[str] = set()
+        self._only = None if units is None else sorted(set(units))
         self._per_thread = threading.local()
-        self._named: list[str] | None = None
-        if task.unit_count is None:
-            self._named = self._candidates(task)
         self._threads = [
             threading.Thread(target=self._loop, name=f"dtaskq-unit-{task.task_id}", daemon=True)
             for _ in range(concurrency or recorder.gate.slots)
         ]
         self._active = len(self._threads)
         """Threads not waiting idle: while one is, it may still free or return units."""
+        if self._only == []:
+            self._threads = []  # a filter that names no unit leaves nothing to run
         for thread in self._threads:
             thread.start()
-
-    def _candidates(self, task: Task) -> list[str]:
-        """Named units worth trying: not terminal, within ``units`` if given, not running
-        here already (a claim of a unit held here would hand it out a second time)."""
-        return [
-            u.id
-            for u in task.units.values()
-            if not u.status.is_terminal
-            and (self._only is None or u.id in self._only)
-            and u.id not in self._running
-        ]
 
     @property
     def terminating(self) -> bool:
@@ -145,123 +134,94 @@ class UnitRunner:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
-        last: int | None = None
-        batch: list[ClaimedUnit] = []  # range units claimed ahead, not started yet
+        state = _Thread()
         counted = True  # this thread is one of ``_active``
         try:
             while not self._terminate.is_set() and self.recorder.gate.enter():
-                idle = False
                 try:
-                    claimed = self._claim(last, batch)
-                    if claimed is None:
-                        idle = True
-                    else:
-                        unit, token = claimed
-                        if self._named is None:
-                            last = int(unit)
-                        self._run(unit, token)
-                except TaskNotRunning:
-                    return
-                except UnitNotReady as exc:
-                    self._terminate.wait((exc.retry_after_ms or 100) / 1000)
-                except DtaskqError as exc:
-                    log.warning("claim failed: %s", exc, extra=self._extra)
-                    self._terminate.wait(_RETRY_S)
+                    outcome = self._work(state)
                 except Exception:  # a dead thread would leave the task's units to others
                     log.exception("unit thread failed", extra=self._extra)
-                    self._terminate.wait(_RETRY_S)
+                    outcome = _RETRY
                 finally:
                     self.recorder.gate.leave()
-                if idle:
-                    counted = False  # the wait for more units takes the thread out of the count
-                    if not self._more_named_units():
+                if outcome is _STOP:
+                    return
+                if outcome is _RETRY:
+                    self._terminate.wait(state.wait_s)
+                elif outcome is _IDLE:
+                    counted = False  # waiting for units takes the thread out of the count
+                    if not self._wait_for_units():
                         return
                     counted = True
         finally:
             if counted:
                 with self._lock:
                     self._active -= 1
-            # Units claimed ahead but never started go back at once, not after their leases.
-            if batch:
-                self._report(lambda: self.recorder.release_all(batch))
+            if state.done:  # completions a failed call could not report
+                self._report(lambda: self.recorder.claim_units(state.done, 0))
             self._close_event_loop()
 
-    def _claim(self, last: int | None, batch: list[ClaimedUnit]) -> tuple[str, int] | None:
-        """The next unit this thread runs and its token, or None when none is left."""
-        if self._named is None:
-            if not batch:
-                claimed = self.recorder.claim_range(last, self._batch)
-                if not isinstance(claimed, list):
-                    return None
-                batch.extend(claimed)
-            unit = batch.pop(0)
-            return str(unit), unit.token
+    def _work(self, state: _Thread) -> object:
+        """Claims and runs units while the task has some for this thread, reporting each
+        batch's completions with the claim of the next. Returns why it stopped."""
         while True:
-            with self._lock:
-                if not self._named:
-                    return None
-                unit_id = self._named.pop(0)
+            stopping = self._terminate.is_set() or self.recorder.gate.closed
+            if stopping and not state.done:
+                return _STOP
             try:
-                token = self.recorder.claim(unit_id)
-            except Exception:  # not claimed (backing off, server unreachable): try it later
-                with self._lock:
-                    self._named.append(unit_id)
-                raise
-            if token is not None:
-                return unit_id, token
+                result = self.recorder.claim_units(
+                    state.done, 0 if stopping else self._batch, state.last, self._only
+                )
+            except TaskNotRunning:
+                state.done = []  # the task ended: no report of ours counts any more
+                return _STOP
+            except DtaskqError as exc:
+                log.warning("claim failed: %s", exc, extra=self._extra)
+                state.wait_s = _RETRY_S
+                return _RETRY
+            state.done = []
+            for unit_id, error in result.rejected.items():
+                log.info("completion dropped: %s", error, extra={**self._extra, "unit": unit_id})
+            if stopping:
+                return _STOP
+            if not result.units:
+                if result.retry_after_ms:
+                    state.wait_s = result.retry_after_ms / 1000
+                    return _RETRY
+                return _IDLE
+            for i, unit in enumerate(result.units):
+                if self._terminate.is_set():
+                    self._release_unstarted([str(u) for u in result.units[i:]])
+                    break
+                if self.task.unit_count is not None:
+                    state.last = int(unit)
+                if self._run_unit(str(unit), unit.token):
+                    state.done.append((str(unit), unit.token))
 
-    def _more_named_units(self) -> bool:
-        """Named tasks: while sibling threads still run units, waits (holding no slot) for
-        units to come back (a dead node's lease ran out, a retry) and lists them again. True
-        when there is something to try (the thread is counted active again); False once every
-        thread is idle, on termination, or for range tasks."""
+    def _release_unstarted(self, units: list[str]) -> None:
+        """Units claimed ahead but never started go back at once, not after their leases."""
+        self._report(lambda: self.recorder.release_all(units))
+
+    def _wait_for_units(self) -> bool:
+        """Waits, holding no slot, while sibling threads still run units, for units to come
+        back. True when some did (the thread is counted active again); False once every
+        thread is idle, or on termination."""
         with self._lock:
             self._active -= 1
-        if self._named is None:
-            return False
-        relist = False
         while not self._terminate.is_set():
-            with self._lock:
-                if self._named:
+            if self.recorder.wait_returned(_IDLE_POLL_S):
+                with self._lock:
                     self._active += 1
-                    return True
+                return True
+            with self._lock:
                 if not self._active:
                     return False  # every thread idle: nothing more can come back to us
-            if relist or self.recorder.take_returned():
-                relist = not self._relist()
-                if relist:
-                    self._terminate.wait(_RETRY_S)
-            else:
-                self.recorder.wait_returned(_IDLE_POLL_S)
         return False
 
-    def _relist(self) -> bool:
-        """Lists the units that came back; False when the task could not be read."""
-        try:
-            task = self.recorder.client.get_task(self.task.namespace, self.task.task_id)
-        except DtaskqError as exc:
-            log.warning("listing units failed: %s", exc, extra=self._extra)
-            return False
-        except Exception:
-            log.exception("listing units failed", extra=self._extra)
-            return False
-        if task is None or task.version != self.task.version:
-            return True
-        with self._lock:
-            assert self._named is not None
-            self._named.extend(u for u in self._candidates(task) if u not in self._named)
-        return True
-
-    def _run(self, unit: str, token: int) -> None:
-        with self._lock:
-            self._running.add(unit)
-        try:
-            self._run_unit(unit, token)
-        finally:
-            with self._lock:
-                self._running.discard(unit)
-
-    def _run_unit(self, unit: str, token: int) -> None:
+    def _run_unit(self, unit: str, token: int) -> bool:
+        """Runs one unit and reports its failure or abandonment; True when it completed (the
+        thread reports that with its next claim)."""
         ctx = UnitContext(self.task, unit, token, self.recorder, self)
         extra = {**self._extra, "unit": unit}
         error = ""
@@ -279,19 +239,18 @@ class UnitRunner:
             # a report could only be turned away.
             log.info("lease lost: outcome dropped%s", f" ({error})" if error else "", extra=extra)
             self.recorder.release(unit)
-            return
+            return False
         if error:
             log.warning("unit failed: %s", error, extra=extra)
-            if self._report(lambda: self.recorder.fail(unit, error, retry)):
-                self._retry_later(unit)
-            return
+            self._report(lambda: self.recorder.fail(unit, error, retry))
+            return False
         if ctx.terminated:
             # Work that returns after being told to stop may be partial: leave the unit to
             # whoever takes it next rather than complete it.
             log.info("unit abandoned", extra=extra)
             self._report(lambda: self.recorder.release(unit))
-            return
-        self._report(lambda: self.recorder.complete(unit))
+            return False
+        return True
 
     def _event_loop(self) -> asyncio.Runner:
         """This thread's event loop (a new one costs more than many short units)."""
@@ -310,14 +269,6 @@ class UnitRunner:
         except Exception:  # the units are over: nothing is left to fail
             log.exception("closing the event loop failed", extra=self._extra)
 
-    def _retry_later(self, unit: str) -> None:
-        """A unit put back for a retry comes back to this runner once its backoff is over."""
-        if self._named is None:
-            self.recorder.units_returned()
-        else:
-            with self._lock:
-                self._named.append(unit)
-
     def _report(self, report: Callable[[], object]) -> object:
         """What ``report`` returned; None when the report was rejected or failed."""
         try:
@@ -335,3 +286,19 @@ class UnitRunner:
 
 async def _awaited(result: Awaitable[object]) -> None:
     await result
+
+
+_STOP, _RETRY, _IDLE = object(), object(), object()
+"""Why a thread's run of units ended: stop for good, try again after a wait, or no unit is
+left for it now."""
+
+
+class _Thread:
+    """What one runner thread carries from one claim to the next."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, int]] = []
+        """Units it completed, to report with its next claim."""
+        self.last: int | None = None
+        """The range unit it ran last: its next claim continues after it."""
+        self.wait_s = _RETRY_S

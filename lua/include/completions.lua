@@ -46,10 +46,12 @@ local function complete_all(t, node, list, now)
   local answers = {}
   for i, c in ipairs(list) do
     local ok, err = pcall(complete_one, t, c[1], node, c[2], now)
+    -- The server hands pcall our error either as raised or as its text.
+    local text = type(err) == 'table' and err.err or err
     if ok then
       answers[i] = ''
-    elseif type(err) == 'table' and type(err.err) == 'string' and string.find(err.err, '^DTQ_') then
-      answers[i] = string.match(err.err, '^DTQ_(%S+)')
+    elseif type(text) == 'string' and string.find(text, '^DTQ_') then
+      answers[i] = string.match(text, '^DTQ_([%w_]+)')
     else
       error(err, 0)
     end

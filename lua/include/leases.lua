@@ -1,6 +1,10 @@
 -- Lease expiry across a partition (rule 25).
 -- @requires units
 
+-- How many more expired leases a claim ends when it found too few units: enough that a
+-- claim rarely answers "none left" while an expired lease holds one, bounded per call.
+local MORE_EXPIRED = 1000
+
 -- Ends up to `limit` expired leases of a partition (rule 25) and drops index entries of units
 -- that are no longer in flight. Returns how many entries it looked at and how many it ended.
 local function end_expired_leases(leases_key, now, limit)

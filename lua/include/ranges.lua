@@ -106,7 +106,7 @@ local function free_continuation(t, n, node)
 end
 
 -- A unit waiting to be claimed again goes to `unassigned` (by when it is ready) or, sticky, to
--- the `kept` set of its node. Named units use their own `pending` set as `unassigned`.
+-- the `kept` set of its node.
 local function start_waiting(t, unit_id, u, unassigned)
   if u[U_NODE] == '' then
     redis.call('ZADD', unassigned, u[U_READY], unit_id)
@@ -124,7 +124,7 @@ local function stop_waiting(t, unit_id, u, unassigned)
 end
 
 -- A waiting unit that `node` may claim now: one kept for it (sticky tasks), else the first in
--- `unassigned` (the range task's returned units, the named task's pending ones). Else nil,
+-- `unassigned` (units returned to any node, ready first). Else nil,
 -- and when the next waiting one will be ready (0: none waits).
 local function waiting_unit(t, node, now, unassigned)
   local soonest = 0

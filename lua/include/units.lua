@@ -37,16 +37,21 @@ local function effective(t, u, now)
   return e
 end
 
--- Named units have two indexes, so that claims and a node's reads need not scan the task:
---   pending  unassigned PENDING units -> when they may be claimed (fresh units: their place in
---            the task, which sorts before any time); `kept` holds sticky ones, as for ranges
---   owned    "<node>\n<unit>" of every unit a node owns, whatever its status (score 0)
+-- Named units have indexes, so that claims and a node's reads need not scan the task:
+--   pending   units never claimed -> their place in the task
+--   returned  units claimed before that any node may claim again -> when they may be (as for
+--             range units); `kept` holds sticky ones for their node
+--   owned     "<node>\n<unit>" of every unit a node owns, whatever its status (score 0)
 local function place_named_unit(t, unit_id, old, new)
   local waited = old[U_STATUS] == PENDING
   local waits = new[U_STATUS] == PENDING
   if waited ~= waits or old[U_NODE] ~= new[U_NODE] or old[U_READY] ~= new[U_READY] then
-    if waited then stop_waiting(t, unit_id, old, t.keys.pending) end
-    if waits then start_waiting(t, unit_id, new, t.keys.pending) end
+    if waited and old[U_ATTEMPT] == 0 then
+      redis.call('ZREM', t.keys.pending, unit_id)
+    elseif waited then
+      stop_waiting(t, unit_id, old, t.keys.returned)
+    end
+    if waits then start_waiting(t, unit_id, new, t.keys.returned) end
   end
   if old[U_NODE] ~= new[U_NODE] then
     if old[U_NODE] ~= '' then redis.call('ZREM', t.keys.owned, old[U_NODE] .. '\n' .. unit_id) end

@@ -11,14 +11,26 @@ local VIEW_FIELDS = {
 
 -- True when `node` may be handed a unit of task `t` now or later: the task runs and a unit
 -- waits unassigned, or is kept for `node`, or (range tasks) still lies in a span.
-local function claimable(t, node)
+-- How many expired leases a read looks through for one of the task's: the claims and the
+-- sweeper end them soon after they expire, so few wait at any time.
+local EXPIRED_LOOKED_AT = 100
+
+local function claimable(t, node, now)
   if t.status ~= 'STARTED' then return false end
-  local unassigned = t.unit_count > 0 and t.keys.returned or t.keys.pending
-  if redis.call('ZCARD', unassigned) > 0 then return true end
-  if t.unit_count > 0 and redis.call('ZCARD', t.keys.order) > 0 then return true end
+  if redis.call('ZCARD', t.keys.returned) > 0 then return true end
+  local fresh = t.unit_count > 0 and t.keys.order or t.keys.pending
+  if redis.call('ZCARD', fresh) > 0 then return true end
   local kept = redis.call('ZRANGE', t.keys.kept, '[' .. node .. '\n', '(' .. node .. '\011',
     'BYLEX', 'LIMIT', 0, 1)
-  return #kept > 0
+  if #kept > 0 then return true end
+  -- A unit whose lease ran out is free by rule 25 even before a write ends the lease.
+  local expired = redis.call('ZRANGE', t.keys.leases, '-inf', now, 'BYSCORE', 'LIMIT', 0,
+    EXPIRED_LOOKED_AT)
+  local mine = t.id .. '\n'
+  for _, member in ipairs(expired) do
+    if string.sub(member, 1, #mine) == mine then return true end
+  end
+  return false
 end
 
 -- The ids of the named units `node` owns, whatever their status.
