@@ -1,34 +1,45 @@
-"""Key names: the one place where dtaskq formats them.
+"""Key names: the one place where dtaskq formats them (docs/keys.md).
 
-A namespace is split into partitions; every key of a partition carries the hash tag
-``{<prefix>:<namespace>:<p>}``, so each script touches a single slot and runs unchanged on
-Redis Cluster. A task of id ``t`` lives in partition ``crc32(t) mod P`` under::
+Every key starts with the prefix (default ``dtq``). The registry ``<prefix>:namespaces`` (hash
+namespace -> partition count P, fixed at the namespace's first task) lies outside every
+partition. A namespace is split into P partitions; every key of a partition starts with the
+hash tag ``{<prefix>:<namespace>:<p>}``, so all of them share one slot. A task of id ``t``
+lives in partition ``crc32(t) mod P`` under::
 
     {<prefix>:<ns>:<p>}:task:<t>      hash    the task's fields
-    {<prefix>:<ns>:<p>}:units:<t>     hash    unit id -> msgpack unit record
+    {<prefix>:<ns>:<p>}:units:<t>     hash    unit id -> msgpack unit record (10 slots)
     {<prefix>:<ns>:<p>}:acks:<t>      hash    "<phase>:<node>" -> msgpack ack record
     {<prefix>:<ns>:<p>}:nodes:<t>     hash    node -> number of units it owns
+    {<prefix>:<ns>:<p>}:pending:<t>   zset    named units: unassigned PENDING units -> their
+                                              place in the task (fresh) or ready time
+    {<prefix>:<ns>:<p>}:owned:<t>     zset    named units: "<node>\\n<unit>" of every unit a
+                                              node owns (score 0, found by prefix)
     {<prefix>:<ns>:<p>}:spans:<t>     zset    range tasks: unclaimed spans, "<start> <end> <node>"
                                               by start (node "" when no node continues it)
     {<prefix>:<ns>:<p>}:order:<t>     zset    range tasks: span start -> start - 2**53 for a fresh
                                               span, its length for a continued one
     {<prefix>:<ns>:<p>}:returned:<t>  zset    range tasks: claimed-before units any node may claim
                                               again -> the time they may be claimed
-    {<prefix>:<ns>:<p>}:kept:<t>      zset    sticky range tasks: "<node>\n<unit>" of units kept
-                                              for their node (score 0, found by prefix)
+    {<prefix>:<ns>:<p>}:kept:<t>      zset    sticky tasks: "<node>\\n<unit>" of units kept for
+                                              their node (score 0, found by prefix)
     {<prefix>:<ns>:<p>}:done:<t>      set     range tasks: numbers k of the completion bitmaps
     {<prefix>:<ns>:<p>}:done<k>:<t>   string  bit i: unit k * 2**20 + i is complete
+    {<prefix>:<ns>:<p>}:answers:<t>   hash    claimer -> msgpack [request id, reply] of its last
+                                              claim_range / claim_any (at most 1024 claimers)
     {<prefix>:<ns>:<p>}:cleaned:<t>   string  "<version> <request id>" of the last cleanup,
                                               for one minute (makes cleanup retry-safe)
 
 and the partition's shared keys are ``leases`` (zset "<task>\\n<unit>" -> lease deadline),
 ``expiry`` (zset task -> deletion time), ``conflicts`` (hash key -> holding task), ``tasks``
-(zset of task ids), ``seq`` (version counter), ``events`` (stream of what the scripts
-changed, capped near 1 000 entries; see ``lua/include/common.lua``) and ``sweeping`` (string,
-the sweep lock a worker takes with SET NX PX; no script reads it). The kind of key comes
-before the task id, so no task id can name another task's key. Scripts that find tasks at run
-time (heartbeat, release, sweep) rebuild these names from the ``leases`` key, in
-``lua/include/common.lua``.
+(zset of task ids), ``seq`` (version counter), ``events`` (stream of what the functions
+changed, capped near 1 000 entries; see ``lua/include/events.lua``) and ``sweeping`` (string,
+the sweep lock a worker takes with SET NX PX; no function reads it). The kind of key comes
+before the task id, so no task id can name another task's key.
+
+Each function is called with one key at most: the task hash (task functions), the lease
+index (heartbeat, release, sweep), the task index (list_tasks, list_summaries) or the
+registry; it derives every other key it touches from that one, in ``lua/include/keys.lua``,
+so each call touches a single slot.
 """
 
 from __future__ import annotations
