@@ -289,10 +289,18 @@ class AsyncClient:
         await self._drive(ops.cleanup_task(self._core.router, ref))
 
     async def sweep(
-        self, namespace: str, partition: int = 0, limit: int = ops.DEFAULT_SWEEP_BATCH
+        self,
+        namespace: str,
+        partition: int = 0,
+        limit: int = ops.DEFAULT_SWEEP_BATCH,
+        *,
+        sweeper: str | None = None,
+        lock_ms: int = 0,
     ) -> ops.SweepResult:
         """See :meth:`dtaskq.Client.sweep`."""
-        return await self._drive(ops.sweep(self._core.router, namespace, partition, limit))
+        return await self._drive(
+            ops.sweep(self._core.router, namespace, partition, limit, sweeper, lock_ms)
+        )
 
     async def partitions(self, namespace: str) -> list[Partition]:
         """See :meth:`dtaskq.Client.partitions`."""

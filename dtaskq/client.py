@@ -96,6 +96,31 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def cluster(self) -> bool:
+        """True when the connection is a Redis Cluster's."""
+        return isinstance(self.redis, RedisCluster)
+
+    def latest_event_id(self, stream: str) -> bytes:
+        """The id of the newest entry of an event stream (``Partition.events_key()``), or
+        ``b"0-0"`` when it has none: where a reader that wants only what comes next starts."""
+        newest: Any = self._run(
+            "latest_event_id", {}, lambda: self.redis.xrevrange(stream, count=1)
+        )
+        return newest[0][0] if newest else b"0-0"
+
+    def read_events(
+        self, positions: dict[str, bytes], block_ms: int, count: int = 1000
+    ) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        """Waits up to ``block_ms`` for entries of event streams after the ids in
+        ``positions`` (stream key -> id); returns them per stream, oldest first. On a cluster
+        every stream of one call must live in one slot (docs/keys.md)."""
+        streams: Any = dict(positions)
+        read: Any = self._run(
+            "read_events", {}, lambda: self.redis.xread(streams, count=count, block=block_ms)
+        )
+        return [(key.decode(), entries) for key, entries in read or []]
+
     def load_library(self) -> str:
         """Loads this version's function library on the server (every primary of a cluster);
         returns its name. Needs the right to run FUNCTION LOAD; clients load it themselves
@@ -362,11 +387,21 @@ class Client:
         self._drive(ops.cleanup_task(self._core.router, ref))
 
     def sweep(
-        self, namespace: str, partition: int = 0, limit: int = ops.DEFAULT_SWEEP_BATCH
+        self,
+        namespace: str,
+        partition: int = 0,
+        limit: int = ops.DEFAULT_SWEEP_BATCH,
+        *,
+        sweeper: str | None = None,
+        lock_ms: int = 0,
     ) -> ops.SweepResult:
         """One bounded sweep of a partition: ends expired leases and deletes terminal tasks
-        past their TTL, at most ``limit`` items. Idempotent."""
-        return self._drive(ops.sweep(self._core.router, namespace, partition, limit))
+        past their TTL, at most ``limit`` items. Idempotent. With a ``sweeper`` (a node id) it
+        first takes the partition's sweep lock for ``lock_ms``, and sweeps nothing when
+        another sweeper holds it (``locked_out``); workers sweep so."""
+        return self._drive(
+            ops.sweep(self._core.router, namespace, partition, limit, sweeper, lock_ms)
+        )
 
     def partitions(self, namespace: str) -> list[Partition]:
         """The partitions of ``namespace`` (their keys, say the event streams); an empty list

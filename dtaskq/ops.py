@@ -5,7 +5,7 @@ yields the script calls it needs and returns the decoded result. ``Client`` and
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from . import keys, validate
@@ -44,6 +44,12 @@ class SweepResult:
     reclaimed: int
     deleted: int
     more: bool
+    locked_out: bool = field(default=False, compare=False)
+    """Another sweeper held the partition's lock: this call swept nothing."""
+    next_lease_ms: int | None = field(default=None, compare=False)
+    """How long until the partition's earliest lease ends (None: no lease). Like
+    ``locked_out``, it describes the partition rather than what the call did, so neither
+    takes part in equality."""
 
 
 def _token_arg(token: int | None) -> str:
@@ -308,11 +314,24 @@ def cleanup_task(router: Router, ref: TaskRef) -> Steps[None]:
     yield from task_call(router, ref, _CLEANUP, [request_id()])
 
 
-def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[SweepResult]:
-    """One bounded sweep of one partition: expired leases, then expired terminal tasks."""
+def sweep(
+    router: Router,
+    namespace: str,
+    partition: int,
+    limit: int,
+    sweeper: str | None = None,
+    lock_ms: int = 0,
+) -> Steps[SweepResult]:
+    """One bounded sweep of one partition: expired leases, then expired terminal tasks; with a
+    ``sweeper``, only when that node wins the partition's sweep lock for ``lock_ms``."""
     validate.namespace(namespace)
     validate.integer(partition, "partition", 0, 1023)
     validate.integer(limit, "limit", 1, 10_000)
+    if sweeper is not None:
+        validate.ident(sweeper, "sweeper")
+        validate.integer(lock_ms, "lock_ms", 1, 60_000)
+    elif lock_ms:
+        raise InvalidArgument("lock_ms needs a sweeper")
     count = yield from router.partition_count(namespace)
     if not count:
         return SweepResult(0, 0, False)
@@ -321,10 +340,11 @@ def sweep(router: Router, namespace: str, partition: int, limit: int) -> Steps[S
             f"namespace {namespace!r} has {count} partitions, not {partition + 1}"
         )
     part = (yield from router.partitions(namespace))[partition]
-    reclaimed, deleted, more = yield Call(
-        _SWEEP, [part.lease_index_key()], [limit], {"namespace": namespace}
+    reclaimed, deleted, more, locked_out, next_lease = yield Call(
+        _SWEEP, [part.lease_index_key()], [limit, sweeper or "", lock_ms], {"namespace": namespace}
     )
-    return SweepResult(int(reclaimed), int(deleted), bool(more))
+    next_ms = None if next_lease < 0 else int(next_lease)
+    return SweepResult(int(reclaimed), int(deleted), bool(more), bool(locked_out), next_ms)
 
 
 def partitions(router: Router, namespace: str) -> Steps[list[keys.Partition]]:

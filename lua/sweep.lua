@@ -3,13 +3,41 @@
 -- KEYS[1] the partition's lease index ("<base>leases"); its expiry and task indexes, event
 --         stream and the tasks' keys are derived from it
 -- ARGV[1] limit: at most this many items handled per call (1..10000)
+-- ARGV[2] sweeper: the node sweeping, which takes the partition's sweep lock "<base>sweeping"
+--         for ARGV[3] ms (1..60000) so that other workers skip the partition meanwhile; ""
+--         sweeps without the lock (ARGV[3] is then "0")
 -- Events: returned (per task and node whose units' leases it ended), removed
--- Returns: {leases reclaimed, tasks deleted, 1 if more items are due else 0}
+-- Returns: {leases reclaimed, tasks deleted, 1 if more items are due else 0, 1 if another
+--          sweeper held the lock (nothing was swept) else 0, ms until the partition's earliest
+--          lease ends (-1: no lease)}
 -- Errors: DTQ_INVALID_ARGUMENT
 
 local limit = arg_int(ARGV[1], 'limit', 1, 10000)
+local sweeper = ARGV[2]
+local lock_ms = arg_int(ARGV[3], 'lock ms', 0, 60000)
+if sweeper ~= '' then
+  arg_id(sweeper, 'sweeper')
+  if lock_ms == 0 then fail('INVALID_ARGUMENT', 'a sweeper takes the lock for 1 to 60000 ms') end
+elseif lock_ms ~= 0 then
+  fail('INVALID_ARGUMENT', 'the lock needs a sweeper')
+end
 local now = now_ms()
 local part = partition_task_keys(KEYS[1], 'leases', '')
+
+-- The ms until the earliest lease of the partition ends, so that a sweeper can wake then.
+local function next_lease_in()
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #first == 0 then return -1 end
+  return math.max(0, tonumber(first[2]) - now)
+end
+
+local base = string.sub(KEYS[1], 1, #KEYS[1] - #'leases')
+if sweeper ~= '' then
+  local lock = base .. 'sweeping'
+  if not redis.call('SET', lock, sweeper, 'NX', 'PX', lock_ms) and redis.call('GET', lock) ~= sweeper then
+    return { 0, 0, 0, 1, next_lease_in() }
+  end
+end
 local looked, reclaimed = end_expired_leases(KEYS[1], now, limit)
 local deleted = 0
 
@@ -33,4 +61,4 @@ if #redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, 1) > 0
     or #redis.call('ZRANGE', part.expiry, '-inf', '(' .. now, 'BYSCORE', 'LIMIT', 0, 1) > 0 then
   more = 1
 end
-return { reclaimed, deleted, more }
+return { reclaimed, deleted, more, 0, next_lease_in() }

@@ -8,13 +8,11 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-import redis
 
 from ..client import Client
 from ..errors import DtaskqError
-from ..models import Task, TaskRef, TaskStatus, UnitStatus
+from ..models import Task, TaskRef, TaskStatus, TaskSummary, TaskView
+from .events import EventFeed
 from .gate import Gate
 from .leases import Claims
 from .logs import Fields
@@ -26,9 +24,9 @@ from .settle import NodeContext, Settlement
 DEFAULT_RESYNC_S = 5.0
 HANDLE_MIN_S = 1.0
 """A handle that ends sooner after its start is not restarted at once (see ``_take_woken``)."""
-EVENT_BLOCK_MS = 250
-"""How long one read of the event streams blocks: also how soon the scheduler notices that
-its callbacks finished or that it should stop."""
+EVENT_WAIT_S = 0.25
+"""How long the scheduler waits for events: also how soon it notices that its callbacks
+finished or that it should stop."""
 
 
 @dataclass
@@ -91,9 +89,8 @@ class Scheduler(Loop):
         self._progress_interval = progress_interval
         self.log = Fields(node=node, ns=namespace)
         self._context = NodeContext(client, provider, node, self.log)
-        self._node_bytes = node.encode()
         self._local: dict[str, Local] = {}
-        self._streams: dict[str, bytes] = {}
+        self._feed = EventFeed(client, self.log)
         self._woken: set[str] = set()
         self._woken_lock = threading.Lock()
         self._callbacks = ThreadPoolExecutor(4, thread_name_prefix=f"dtaskq-{namespace}-callbacks")
@@ -104,6 +101,7 @@ class Scheduler(Loop):
     def stop(self) -> None:
         """Stops scheduling and terminates every local handle."""
         super().stop()
+        self._feed.stop()
         for local in list(self._local.values()):
             if local.handle is not None:
                 local.handle.terminate()
@@ -123,13 +121,13 @@ class Scheduler(Loop):
             try:
                 # A namespace without partitions gets them with its first task: look for them
                 # at every pass until then, not only at the slow resync.
-                if time.monotonic() >= next_resync or not self._streams:
-                    self._follow_partitions()
+                if time.monotonic() >= next_resync or not self._feed.following:
+                    self._feed.follow(self.client.partitions(self.namespace))
                     self._resync()
                     next_resync = time.monotonic() + self._resync_s
                 for task_id in self._events() | self._take_woken():
-                    self._evaluate(task_id, self.client.get_task(self.namespace, task_id))
-            except (DtaskqError, redis.RedisError) as exc:
+                    self._evaluate(task_id, self._view(task_id))
+            except DtaskqError as exc:
                 self.log.warning("scheduling pass failed: %s", exc)
                 self.stopping.wait(0.5)
             except Exception:  # a provider's bug must not end scheduling for good
@@ -153,31 +151,17 @@ class Scheduler(Loop):
                     woken.add(task_id)
         return woken
 
-    def _follow_partitions(self) -> None:
-        """Starts reading the event stream of every partition the namespace has; before the
-        resync, so that no change between the two goes unseen."""
-        for partition in self.client.partitions(self.namespace):
-            key = partition.events_key()
-            if key not in self._streams:
-                newest: Any = self.client.redis.xrevrange(key, count=1)
-                self._streams[key] = newest[0][0] if newest else b"0-0"
-
     def _events(self) -> set[str]:
-        """Ids of the tasks that events name, waiting up to EVENT_BLOCK_MS for some."""
-        if not self._streams:
-            self.stopping.wait(EVENT_BLOCK_MS / 1000)
-            return set()
-        streams: Any = dict(self._streams)
-        read: Any = self.client.redis.xread(streams, count=1000, block=EVENT_BLOCK_MS)
+        """Ids of the tasks that events name, waiting up to EVENT_WAIT_S for some."""
         task_ids: set[str] = set()
-        for key, entries in read or []:
-            for _, fields in entries:
-                task_id = fields[b"task"].decode()
-                task_ids.add(task_id)
-                if fields[b"kind"] == b"returned" and fields[b"node"] in (b"", self._node_bytes):
-                    self._units_returned(task_id)
-            self._streams[key.decode()] = entries[-1][0]
+        for event in self._feed.take(EVENT_WAIT_S):
+            task_ids.add(event.task_id)
+            if event.kind == "returned" and event.node in ("", self.node):
+                self._units_returned(event.task_id)
         return task_ids
+
+    def _view(self, task_id: str) -> TaskView | None:
+        return self.client.task_view(self.namespace, task_id, self.node)
 
     def _units_returned(self, task_id: str) -> None:
         """Units of a task this node runs are claimable again: its running handle takes them
@@ -187,31 +171,47 @@ class Scheduler(Loop):
             local.recorder.units_returned()
 
     def _resync(self) -> None:
-        tasks = {
-            t.task_id: t for t in self.client.list_tasks(self.namespace).get(self.namespace, [])
-        }
-        for task_id in set(self._local) | set(tasks):
-            self._evaluate(task_id, tasks.get(task_id))
+        """Reads a summary of every task (one call per partition) and, for the tasks where
+        something may be due here, this node's view of it."""
+        summaries = {s.task_id: s for s in self.client.task_summaries(self.namespace, self.node)}
+        for task_id in set(self._local) | set(summaries):
+            summary = summaries.get(task_id)
+            if summary is None:
+                self._evaluate(task_id, None)
+            elif self._due(summary):
+                self._evaluate(task_id, self._view(task_id))
         for desc in self.provider.get_local_tasks():
-            current = tasks.get(desc.task_id)
+            current = summaries.get(desc.task_id)
             if current is None or current.version != desc.version:
                 self._cleanup(desc.task_id, desc)
 
+    def _due(self, summary: TaskSummary) -> bool:
+        """True unless this node already acted on the task as it stands: same version and
+        status, nothing to start, no settlement left to finish."""
+        local = self._local.get(summary.task_id)
+        if local is None or local.dirty:
+            return True
+        task = local.task
+        if (task.version, task.status) != (summary.version, summary.status):
+            return True
+        return summary.claimable and self._idle(local) and not self._gate.closed
+
     # -- decisions -------------------------------------------------------------------------
 
-    def _evaluate(self, task_id: str, task: Task | None) -> None:
+    def _evaluate(self, task_id: str, view: TaskView | None) -> None:
+        task = None if view is None else view.task
         local = self._local.get(task_id)
         if local is not None and (task is None or local.task.version != task.version):
             self._retire(task_id, local)
             local = None
-        if task is None:
+        if view is None or task is None:
             return
         if local is None:
             local = self._local[task_id] = Local(task, recovered=task.status != TaskStatus.STARTED)
         local.task = task
         extra = {"task": task_id}
         if task.status is TaskStatus.STARTED:
-            if not self._gate.closed and self._idle(local) and self._claimable(task):
+            if not self._gate.closed and self._idle(local) and view.claimable:
                 self._start(local)
         elif local.handle is not None and not local.handle.done():
             self.log.info("terminating: task is %s", task.status.value, extra=extra)
@@ -221,28 +221,17 @@ class Scheduler(Loop):
             local.dirty = True
             return
         local.dirty = False
-        local.busy = self._callbacks.submit(self._settle, local, task)
+        local.busy = self._callbacks.submit(self._settle, local, view)
 
     @staticmethod
     def _idle(local: Local) -> bool:
         return local.handle is None or local.handle.done()
 
-    def _claimable(self, task: Task) -> bool:
-        """True when the task has a unit that is not terminal and that no other node holds or
-        has kept: the condition for running it here (``docs/runtime.md``)."""
-        others = [
-            u
-            for u in task.units.values()
-            if not u.status.is_terminal and u.node not in (None, self.node)
-        ]
-        if task.unit_count is None:
-            return len(others) < sum(not u.status.is_terminal for u in task.units.values())
-        waiting_elsewhere = sum(u.status is UnitStatus.PENDING for u in others)
-        mine = any(u.node == self.node and not u.status.is_terminal for u in task.units.values())
-        return mine or task.counts.get(UnitStatus.PENDING, 0) > waiting_elsewhere
-
     def _start(self, local: Local) -> None:
-        task = local.task
+        # The provider gets the whole task (payload, every unit): read once per start.
+        task = self.client.get_task(self.namespace, local.task.task_id)
+        if task is None or task.version != local.task.version:
+            return  # replaced meanwhile: its events follow
         recorder = Recorder(
             self.client,
             task,
@@ -282,11 +271,12 @@ class Scheduler(Loop):
 
     # -- callbacks and acks (on the callback pool) -----------------------------------------
 
-    def _settle(self, local: Local, task: Task) -> None:
+    def _settle(self, local: Local, view: TaskView) -> None:
+        extra = {"task": view.task.task_id}
         try:
-            Settlement(self._context, local, task).run()
+            Settlement(self._context, local, view).run()
         except DtaskqError as exc:
-            self.log.warning("settling failed: %s", exc, extra={"task": task.task_id})
+            self.log.warning("settling failed: %s", exc, extra=extra)
             local.dirty = True
         except Exception:
-            self.log.exception("settling failed", extra={"task": task.task_id})
+            self.log.exception("settling failed", extra=extra)

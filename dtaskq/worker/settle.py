@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..client import Client
 from ..errors import AcksMissing, TaskNotFinalizing
-from ..models import Task, TaskStatus, UnitStatus
+from ..models import Task, TaskStatus, TaskView
 from .logs import Fields
 from .provider import Provider
 
@@ -26,23 +26,17 @@ _GROUPS_MAY_RUN = (
 )
 
 
-def local_groups(task: Task, node: str, *, complete_only: bool) -> dict[str, list[str]]:
-    """Groups of a named-unit task in which ``node`` owns units -> those units' ids; with
-    ``complete_only``, only groups whose every unit is complete. Range tasks have no groups
-    (their snapshot lists only some units: those in flight, failed, or claimed twice)."""
-    if task.unit_count is not None:
+def local_groups(view: TaskView, node: str, *, complete_only: bool) -> dict[str, list[str]]:
+    """Groups of a named-unit task in which ``node`` owns units -> those units' ids, from
+    ``node``'s view of the task; with ``complete_only``, only groups whose every unit is
+    complete. Range tasks have no groups."""
+    if view.task.unit_count is not None:
         return {}
-    members: defaultdict[str, list[tuple[str, str | None, UnitStatus]]] = defaultdict(list)
-    for unit in task.units.values():
-        members[unit.group].append((unit.id, unit.node, unit.status))
-    found = {}
-    for group, units in members.items():
-        if complete_only and any(status is not UnitStatus.COMPLETED for _, _, status in units):
-            continue
-        local = sorted(unit_id for unit_id, owner, _ in units if owner == node)
-        if local:
-            found[group] = local
-    return found
+    found: defaultdict[str, list[str]] = defaultdict(list)
+    for unit in view.task.units.values():
+        if unit.node == node and (not complete_only or view.groups_left.get(unit.group) == 0):
+            found[unit.group].append(unit.id)
+    return {group: sorted(ids) for group, ids in found.items()}
 
 
 @dataclass(frozen=True)
@@ -76,12 +70,14 @@ class Settlement:
     """One pass over a task's callbacks and acks on this node; repeatable, since every step
     remembers in ``local`` (this process) or in Redis (acks) that it happened."""
 
-    def __init__(self, context: NodeContext, local: Settled, task: Task) -> None:
+    def __init__(self, context: NodeContext, local: Settled, view: TaskView) -> None:
         self._s = context
         self._local = local
-        self._task = task
+        self._view = view
+        self._task = view.task
+        self._full: Task | None = None
         self._node = context.node
-        self._extra = {"task": task.task_id}
+        self._extra = {"task": view.task.task_id}
 
     def run(self) -> None:
         """Fires what is due for the task's current status."""
@@ -100,7 +96,7 @@ class Settlement:
         if task.status is TaskStatus.SWAPPING and (local.post_done or _all_acked(task)):
             self._finalize()
         if task.status.is_terminal and not local.completed and (owner or local.started):
-            self._call("on_task_completed", task)
+            self._call("on_task_completed")
             local.completed = True
 
     def _decide_recovery(self) -> None:
@@ -109,7 +105,7 @@ class Settlement:
         task, local, node = self._task, self._local, self._node
         local.recovery_decided = True
         check = getattr(self._s.provider, "local_callbacks_done", None)
-        if check is not None and not check(task, node):
+        if check is not None and not check(self._snapshot(), node):
             self._s.log.info("local callbacks incomplete: replaying them", extra=self._extra)
             return
         if task.prepare_barrier:
@@ -119,22 +115,22 @@ class Settlement:
         else:
             groups_done = True
         if groups_done:
-            local.groups = dict.fromkeys(local_groups(task, node, complete_only=True), "")
+            local.groups = dict.fromkeys(local_groups(self._view, node, complete_only=True), "")
         local.post_done = local.completed = node in task.post_acks or not task.ack_barrier
 
     def _group_callbacks(self) -> None:
-        task, local = self._task, self._local
-        for group, unit_ids in local_groups(task, self._node, complete_only=True).items():
+        local = self._local
+        for group, unit_ids in local_groups(self._view, self._node, complete_only=True).items():
             if group not in local.groups:
-                local.groups[group] = self._call("on_group_completed", task, group, unit_ids)
+                local.groups[group] = self._call("on_group_completed", group, unit_ids)
 
     def _post_phase(self) -> None:
         task, local = self._task, self._local
         errors = [] if task.prepare_barrier else [e for e in local.groups.values() if e]
-        for group, unit_ids in local_groups(task, self._node, complete_only=False).items():
-            errors.append(self._call("on_swap_requested", task, group, unit_ids))
+        for group, unit_ids in local_groups(self._view, self._node, complete_only=False).items():
+            errors.append(self._call("on_swap_requested", group, unit_ids))
         if not local.completed:
-            errors.append(self._call("on_task_completed", task))
+            errors.append(self._call("on_task_completed"))
             local.completed = True
         errors = [e for e in errors if e]
         if self._node not in task.post_acks:
@@ -149,13 +145,22 @@ class Settlement:
         except (AcksMissing, TaskNotFinalizing):
             pass  # another node's ack is still due, or the task moved on
 
+    def _snapshot(self) -> Task:
+        """The whole task, for the provider: read once per settlement, and only when a
+        callback runs (a view holds neither the payload nor other nodes' units)."""
+        if self._full is None:
+            full = self._s.client.get_task(self._task.namespace, self._task.task_id)
+            self._full = full if full is not None and full.version == self._task.version else None
+        return self._full or self._task
+
     def _call(self, name: str, *args: Any) -> str:
-        """Runs an optional provider callback; returns its error text, "" on success."""
+        """Runs an optional provider callback on the task and ``args``; returns its error
+        text, "" on success."""
         callback = getattr(self._s.provider, name, None)
         if callback is None:
             return ""
         try:
-            callback(*args)
+            callback(self._snapshot(), *args)
         except Exception as exc:  # a callback's failure is reported through the ack
             self._s.log.warning("%s failed: %s", name, exc, extra=self._extra)
             return f"{name}: {type(exc).__name__}: {exc}"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import redis
-
 from ..client import Client
 from ..errors import DtaskqError
-from ..keys import Partition
 from ..ops import DEFAULT_SWEEP_BATCH
 from .logs import Fields
 from .loop import Loop
@@ -52,16 +49,15 @@ class Sweeper(Loop):
         next_due = self._interval_s
         for namespace in self._namespaces:
             for partition in self._client.partitions(namespace):
-                if self._client.redis.set(
-                    partition.sweep_lock_key(), self._node, nx=True, px=LOCK_MS
-                ):
-                    self._sweep(namespace, partition.index)
-                next_due = min(next_due, self._first_expiry_s(partition))
+                next_due = min(next_due, self._sweep(namespace, partition.index))
         return next_due
 
-    def _sweep(self, namespace: str, index: int) -> None:
-        while not self.stopping.is_set():
-            result = self._client.sweep(namespace, index, self._batch)
+    def _sweep(self, namespace: str, index: int) -> float:
+        """Sweeps one partition while more is due; the seconds until its earliest lease ends."""
+        while True:
+            result = self._client.sweep(
+                namespace, index, self._batch, sweeper=self._node, lock_ms=LOCK_MS
+            )
             if result.reclaimed or result.deleted:
                 self._log.info(
                     "swept: %d leases ended, %d tasks deleted",
@@ -69,21 +65,13 @@ class Sweeper(Loop):
                     result.deleted,
                     extra={"ns": namespace},
                 )
-            if not result.more:
-                return
-
-    def _first_expiry_s(self, partition: Partition) -> float:
-        """Seconds until the partition's earliest lease deadline, by the server's clock."""
-        pipe = self._client.redis.pipeline(transaction=False)
-        pipe.time()
-        pipe.zrange(partition.lease_index_key(), 0, 0, withscores=True)
-        (seconds, micros), first = pipe.execute()
-        if not first:
+            if not result.more or result.locked_out or self.stopping.is_set():
+                break
+        if result.next_lease_ms is None:
             return self._interval_s
-        due_ms: float = first[0][1] - (seconds * 1000 + micros / 1000)
         # A lease already past its deadline is another worker's to sweep (it holds the lock):
         # look again shortly rather than spin.
-        return max(MIN_WAIT_S, due_ms / 1000)
+        return max(MIN_WAIT_S, result.next_lease_ms / 1000)
 
     def run(self) -> None:
         """Sweeps every interval, and as soon as a lease runs out: a dead node's units then
@@ -93,7 +81,7 @@ class Sweeper(Loop):
             wait = self._interval_s
             try:
                 wait = self.sweep_once()
-            except (DtaskqError, redis.RedisError) as exc:
+            except DtaskqError as exc:
                 self._log.warning("sweep failed: %s", exc)
             except Exception:  # keep sweeping at the next interval
                 self._log.exception("sweep failed")
