@@ -159,12 +159,8 @@ def _worker(args: argparse.Namespace) -> int:
     _search_current_directory()
     factory = load_factory(args.provider)
     node = args.node_id or default_node_id()
-    with Client.from_url(url, prefix=args.prefix) as client:
-        # Bounds each attempt to connect, here and later: an unanswered connect would
-        # otherwise block for as long as the system lets it.
-        client.redis.connection_pool.connection_kwargs.setdefault(
-            "socket_connect_timeout", max(args.connect_timeout, _CONNECT_RETRY_S)
-        )
+    connect_timeout = max(args.connect_timeout, _CONNECT_RETRY_S)
+    with Client.from_url(url, connect_timeout=connect_timeout, prefix=args.prefix) as client:
         _reach(client, args.connect_timeout)
         configure(args.log_level, node)
         providers = {namespace: factory(namespace) for namespace in args.namespace}

@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.connection
 from redis.cluster import RedisCluster
-from support import Events, LossyConnection
+from support import Events, LossyConnection, is_cluster, raw_client
 from worker_procs import Workers
 
 import dtaskq
@@ -34,19 +34,6 @@ def _server_params() -> list[object]:
     return [pytest.param(path, id=kind) for kind, path in binaries] + [
         pytest.param(("cluster", path), id=f"{kind}-cluster") for kind, path in binaries
     ]
-
-
-def is_cluster(url: str) -> bool:
-    """True for the URL of a Redis Cluster (``?cluster=1``)."""
-    return dtaskq.urls.parse(url)[1]
-
-
-def raw_client(url: str) -> redis.Redis:
-    """A redis-py client for ``url``, a ``RedisCluster`` for a cluster's."""
-    plain, cluster = dtaskq.urls.parse(url)
-    if cluster:
-        return RedisCluster.from_url(plain)  # type: ignore[return-value]
-    return redis.Redis.from_url(plain)
 
 
 def _refuse_non_empty(url: str) -> None:

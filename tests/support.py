@@ -9,10 +9,26 @@ from typing import Any, ClassVar
 
 import redis
 import redis.connection
+from redis.cluster import RedisCluster
 
 import dtaskq
+import dtaskq.urls
 from dtaskq.keys import TASK_KEY_KINDS, Partition
 from dtaskq.scripts import LIBRARY
+
+
+def is_cluster(url: str) -> bool:
+    """True for the URL of a Redis Cluster (``?cluster=1``)."""
+    return dtaskq.urls.parse(url)[1]
+
+
+def raw_client(url: str) -> redis.Redis:
+    """A redis-py client for ``url``, a ``RedisCluster`` for a cluster's."""
+    plain, cluster = dtaskq.urls.parse(url)
+    if cluster:
+        return RedisCluster.from_url(plain)  # type: ignore[return-value]
+    return redis.Redis.from_url(plain)
+
 
 Rejects = Callable[..., Exception]
 """Type of the ``rejects`` fixture."""

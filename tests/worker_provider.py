@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-import redis
+from support import raw_client
 
 from dtaskq import Task
 from dtaskq.worker import FatalError, Recorder, TaskDescriptor, UnitContext, UnitRunner
@@ -35,7 +35,7 @@ class TestProvider:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.redis = redis.Redis.from_url(os.environ["DTQ_TEST_URL"])
+        self.redis = raw_client(os.environ["DTQ_TEST_URL"])
         self.log_key = os.environ["DTQ_TEST_LOG"]
         self.node = os.environ["DTQ_TEST_NODE"]
         self.unit_s = int(os.environ.get("DTQ_TEST_UNIT_MS", "50")) / 1000
