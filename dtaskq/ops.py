@@ -120,8 +120,8 @@ def add_task(
     unit_count: int | None,
     workers_hint: int,
 ) -> Steps[TaskRef]:
-    """Creates a task of named ``units`` or of ``unit_count`` range units (rules 1-5, DESIGN
-    §6); see :meth:`dtaskq.Client.add_task`."""
+    """Creates a task of named ``units`` or of ``unit_count`` range units (docs/rules.md rules
+    1-5, docs/ranges.md); see :meth:`dtaskq.Client.add_task`."""
     unknown = set(options) - set(TaskOptions.__annotations__)
     if unknown:
         raise InvalidArgument(f"unknown add_task options: {', '.join(sorted(unknown))}")

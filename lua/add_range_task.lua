@@ -1,6 +1,6 @@
 -- add_range_task: creates a task of N range units 0..N-1, or a new version of a terminal
 -- task (rules 1-5), pre-split into min(W, N) fresh regions of near-equal size, the first
--- N mod W one unit longer (DESIGN §6). O(W) time and memory, whatever N.
+-- N mod W one unit longer (docs/ranges.md). O(W) time and memory, whatever N.
 -- KEYS[1] the task hash "<base>task:<task id>"; the other keys of the task and its
 --         partition are derived from it (docs/keys.md)
 -- ARGV[1 .. 10+C] as add_task: task id, payload, lease_ms, on_lease_expiry, max_attempts,

@@ -16,7 +16,8 @@
 --          completions holds one answer per unit to complete, in order: "" completed (or
 --          already completed by this node under that token), else the code of the rejection
 --          (LEASE_LOST, UNIT_WRONG_NODE, UNIT_ALREADY_TERMINAL, UNIT_NOT_READY,
---          TASK_DOES_NOT_EXIST); then runs of units claimed under one token, in claim order.
+--          TASK_DOES_NOT_EXIST, TASK_NOT_RUNNING once an earlier completion of the call moved
+--          the task on); then runs of units claimed under one token, in claim order.
 --          Without runs, wait_ms 0 means that no unit is left to hand out (also once every
 --          unit is complete); wait_ms > 0 that the next unit backing off after a retryable
 --          failure is ready in that many ms.

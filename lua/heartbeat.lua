@@ -1,6 +1,6 @@
 -- heartbeat: renews a node's leases on units of one partition (rule 24).
 -- KEYS[1] the partition's lease index ("<base>leases"); the tasks' keys are derived from it
--- ARGV[1] node id, then triples (task id, version, unit id, token) -- four values per claim
+-- ARGV[1] node id, then quads (task id, version, unit id, token), one per claim
 -- Events: none (a renewed lease changes no owner and no status, so this needs no stream key)
 -- Returns: one integer per claim: 0 held (lease renewed), 1 lost, 2 task no longer running
 -- Errors: DTQ_INVALID_ARGUMENT

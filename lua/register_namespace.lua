@@ -1,4 +1,4 @@
--- register_namespace: fixes a namespace's partition count at first use (DESIGN 5).
+-- register_namespace: fixes a namespace's partition count at first use (docs/keys.md).
 -- KEYS[1] namespace registry hash (namespace -> partition count)
 -- ARGV[1] namespace
 -- ARGV[2] partition count wanted at first use (1..1024); 0 only looks the namespace up

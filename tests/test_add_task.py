@@ -1,4 +1,4 @@
-"""Creation, versions and conflict keys (DESIGN §3 rules 1-5); cancel, cleanup and listing
+"""Creation, versions and conflict keys (docs/rules.md rules 1-5); cancel, cleanup and listing
 (rules 21-23); partitioned namespaces (§5)."""
 
 from __future__ import annotations

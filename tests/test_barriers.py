@@ -1,4 +1,4 @@
-"""Completion barriers: prepare and post acks, finalize (DESIGN §3 rules 16-20)."""
+"""Completion barriers: prepare and post acks, finalize (docs/rules.md rules 16-20)."""
 
 from __future__ import annotations
 

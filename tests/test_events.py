@@ -1,4 +1,4 @@
-"""The event stream of a partition (DESIGN §7): which script writes which event, with which
+"""The event stream of a partition (docs/runtime.md, docs/keys.md): which script writes which event, with which
 fields; nothing on a rejected call or on a retry that changes nothing; capped near 1 000."""
 
 from __future__ import annotations

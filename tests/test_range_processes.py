@@ -30,7 +30,7 @@ CONTINUATION = 204
 FRESH_REGION = 300
 LEASE_MS = 1000
 SURVIVORS = 3
-STATUS, ATTEMPT = 0, 4  # slots of a unit record (lua/include/common.lua), 0-based
+STATUS, ATTEMPT = 0, 4  # slots of a unit record (lua/include/records.lua), 0-based
 COMPLETED = 2  # the stored status value of a completed unit
 
 

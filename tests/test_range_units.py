@@ -1,4 +1,4 @@
-"""Range units take part in every rule of DESIGN §3 that applies to them: progress, completion,
+"""Range units take part in every rule of docs/rules.md that applies to them: progress, completion,
 fail-fast, retries, leases, sticky units, cancel and cleanup, barriers, and lost replies."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Range tasks (DESIGN §6): the acceptance vectors of span splitting, batched claims, input
+"""Range tasks (docs/ranges.md): the acceptance vectors of span splitting, batched claims, input
 checks, O(W) creation of huge tasks, the span/bitmap storage, re-adding, and the async client."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def drain(client: dtaskq.Client, ref: TaskRef, node: str) -> list[int]:
     return got
 
 
-# --- the acceptance vectors of DESIGN §6 ---
+# --- the acceptance vectors of docs/ranges.md ---
 
 
 def test_one_region_is_handed_out_in_order(client: dtaskq.Client, namespace: str) -> None:

@@ -1,5 +1,5 @@
 """release: a node gives its claims back at once, each lease ending as an expiry would
-(DESIGN §3 rule 25, §7 shutdown)."""
+(docs/rules.md rule 25, docs/runtime.md shutdown)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Claims, progress, completion, fail-fast and retries of named units (DESIGN §3 rules 6-15),
+"""Claims, progress, completion, fail-fast and retries of named units (docs/rules.md rules 6-15),
 and the parity of the async client with the sync one."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Bad input is rejected with InvalidArgument: by the client before any Redis call, and by
-every script itself before its first write (DESIGN §3 rules 1 and 8, §4)."""
+every script itself before its first write (docs/rules.md rules 1 and 8, docs/errors.md)."""
 
 from __future__ import annotations
 

@@ -81,4 +81,6 @@ end
 local function keep_answer(t, request_id, reply)
   if redis.call('HLEN', t.keys.answers) >= MAX_CLAIMERS then redis.call('DEL', t.keys.answers) end
   redis.call('HSET', t.keys.answers, claimer_of(request_id), cmsgpack.pack({ request_id, reply }))
+  -- A task that ended already set the backstop TTL of its keys: this one may be new.
+  if t.finished_at > 0 then redis.call('PEXPIRE', t.keys.answers, t.ttl_ms + BACKSTOP_MS) end
 end

@@ -5,7 +5,7 @@
 --   order     span start -> start - 2^53 when fresh (negative: fresh spans come first, in
 --             region order), else its length (positive: the largest comes last). N <= 2^53
 --             keeps every score exact.
---   returned  units claimed before that any node may claim again -> when they may be
+--   returned  units claimed before that any node may claim again -> when they may be claimed
 --   kept      sticky tasks: "<node>\n<unit>" of units kept for their node (score 0; by prefix)
 --   done      the numbers k of the completion bitmaps done<k>; bit i of bitmap k is unit
 --             k * 2^20 + i, so that a huge sparse task never allocates one huge string
