@@ -195,7 +195,8 @@ class Client:
     ) -> TaskRef:
         """Creates a STARTED task whose units are all PENDING and unassigned: either named
         ``units`` (ids or :class:`UnitSpec` with a group), or ``unit_count`` range units
-        0..N-1 handed out by span splitting, pre-split into ``workers_hint`` regions (docs/ranges.md).
+        0..N-1 handed out by span splitting, pre-split into ``workers_hint`` regions
+        (docs/ranges.md).
 
         Re-adding the id of a terminal task creates a new, greater version and replaces the old
         one's state; ``options`` are those of :class:`~dtaskq.ops.TaskOptions`.

@@ -1,5 +1,5 @@
-"""The event stream of a partition (docs/runtime.md, docs/keys.md): which script writes which event, with which
-fields; nothing on a rejected call or on a retry that changes nothing; capped near 1 000."""
+"""The event stream of a partition (docs/keys.md): which function writes which event, with
+which fields; nothing on a rejected call or on a retry that changes nothing; capped near 1 000."""
 
 from __future__ import annotations
 
