@@ -172,6 +172,10 @@ class AsyncClient:
         """See :meth:`dtaskq.Client.task_view`."""
         return await self._drive(reads.task_view(self._core.router, namespace, task_id, node))
 
+    async def node_units(self, ref: TaskRef, node: str, group: str = "") -> list[str]:
+        """See :meth:`dtaskq.Client.node_units`."""
+        return await self._drive(reads.node_units(self._core.router, ref, node, group))
+
     async def task_summaries(self, namespace: str, node: str) -> list[TaskSummary]:
         """See :meth:`dtaskq.Client.task_summaries`."""
         return await self._drive(reads.task_summaries(self._core.router, namespace, node))

@@ -233,6 +233,11 @@ class Client:
         units rather than the task's; None if there is no such task."""
         return self._drive(reads.task_view(self._core.router, namespace, task_id, node))
 
+    def node_units(self, ref: TaskRef, node: str, group: str = "") -> list[str]:
+        """The named units ``node`` owns (any status) in ``group`` of a task version, in id
+        order: what its group callbacks are given. Time grows with those units only."""
+        return self._drive(reads.node_units(self._core.router, ref, node, group))
+
     def task_summaries(self, namespace: str, node: str) -> list[TaskSummary]:
         """Every task of ``namespace`` as ``node``'s scheduler sees it on a resync: id,
         version, status, and whether ``node`` could claim a unit or owns one; one call per

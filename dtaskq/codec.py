@@ -142,12 +142,11 @@ def decode_view(namespace: str, task_id: str, reply: list[Any]) -> TaskView | No
     if not reply:
         return None
     fields = dict(zip(VIEW_FIELDS, reply[0], strict=True))
-    units = {_text(k): decode_unit(_text(k), v) for k, v in _pairs(reply[3])}
     nodes = {_text(k): int(v) for k, v in _pairs(reply[2])}
     counts = {UnitStatus.COMPLETED: int(fields["units_completed"])}
-    task = _task(namespace, task_id, fields, units, _acks(reply[1]), nodes, counts)
-    groups = {_text(k): int(v) for k, v in _pairs(reply[4])}
-    return TaskView(task, groups, bool(reply[5]))
+    task = _task(namespace, task_id, fields, {}, _acks(reply[1]), nodes, counts)
+    groups = {_text(k): int(v) for k, v in _pairs(reply[3])}
+    return TaskView(task, groups, bool(reply[4]))
 
 
 def decode_summaries(flat: list[Any]) -> list[TaskSummary]:

@@ -79,13 +79,14 @@ TASK_KEY_KINDS = (
     "cleaned",
     "pending",
     "owned",
+    "groups",
     "answers",
 )
 """Kinds of the keys a task function may touch (besides the bitmaps ``done<k>``), in the order
 of :meth:`Partition.task_keys`."""
 _PER_TASK = frozenset(
     {"task", "units", "acks", "nodes", "spans", "order", "returned", "kept", "done", "cleaned"}
-    | {"pending", "owned", "answers"}
+    | {"pending", "owned", "groups", "answers"}
 )
 
 

@@ -212,12 +212,13 @@ class Task:
 @dataclass(frozen=True)
 class TaskView:
     """What one node's scheduler reads of a task (``Client.task_view``): ``task`` is a snapshot
-    without its payload whose ``units`` holds only the named units that node owns, and whose
-    ``counts`` holds only COMPLETED; reading it costs time in the node's units, not the task's."""
+    without its payload or units, whose ``counts`` holds only COMPLETED; reading it costs time
+    in the groups the node has units in, not in the task's units."""
 
     task: Task
     groups_left: dict[str, int]
-    """The groups of those units -> how many of their units are not complete yet."""
+    """The groups of named units the node owns units of -> how many of their units are not
+    complete yet (``Client.node_units`` lists the node's units of one)."""
     claimable: bool
     """The node could be handed a unit: one waits unassigned or kept for it, or (range tasks)
     is still in a span."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from . import codec, keys, validate
 from .calls import Call, Router, Steps
-from .models import Task, TaskSummary, TaskView
+from .models import Task, TaskRef, TaskSummary, TaskView
 from .scripts import function
 
 _GET = function("get_task")
 _VIEW = function("task_view")
 _SUMMARIES = function("list_summaries")
+_NODE_UNITS = function("node_units")
 _LIST = function("list_tasks")
 _NAMESPACES = function("list_namespaces")
 _LIST_PAGE = 500
@@ -44,6 +45,22 @@ def task_view(router: Router, namespace: str, task_id: str, node: str) -> Steps[
         {"namespace": namespace, "task_id": task_id, "node": node},
     )
     return codec.decode_view(namespace, task_id, reply)
+
+
+def node_units(router: Router, ref: TaskRef, node: str, group: str) -> Steps[list[str]]:
+    """The named units ``node`` owns in ``group`` of a task version, in id order."""
+    validate.ref_and_node(ref, node)
+    validate.group(group)
+    part = yield from router.partition(ref.namespace, ref.task_id)
+    if part is None:
+        return []
+    reply = yield Call(
+        _NODE_UNITS,
+        [part.task_key(ref.task_id)],
+        [ref.task_id, str(ref.version), node, group],
+        {"namespace": ref.namespace, "task_id": ref.task_id, "version": ref.version, "node": node},
+    )
+    return [unit.decode("utf-8", "surrogateescape") for unit in reply]
 
 
 def task_summaries(router: Router, namespace: str, node: str) -> Steps[list[TaskSummary]]:

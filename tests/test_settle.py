@@ -20,7 +20,8 @@ def test_groups_list_only_this_nodes_units_of_complete_groups(
     def groups(node: str, complete_only: bool) -> dict[str, list[str]]:
         view = client.task_view(namespace, "t", node)
         assert view is not None
-        return local_groups(view, node, complete_only=complete_only)
+        found = local_groups(view, complete_only=complete_only)
+        return {group: client.node_units(ref, node, group) for group in found}
 
     assert groups("n1", True) == {"a": ["a1"], "": ["c1"]}
     assert groups("n2", True) == {"a": ["a2"]}
@@ -34,9 +35,9 @@ def test_range_tasks_have_no_groups(client: dtaskq.Client, namespace: str) -> No
     client.complete_unit(ref, "n1", first, first.token)
     view = client.task_view(namespace, "r", "n1")
     assert view is not None and view.task.units == {}  # a node's view of a range task
-    assert local_groups(view, "n1", complete_only=False) == {}
+    assert local_groups(view, complete_only=False) == []
     client.complete_unit(ref, "n1", second, second.token)
     client.complete_unit(ref, "n1", 2)
     view = client.task_view(namespace, "r", "n1")
     assert view is not None and view.task.status is dtaskq.TaskStatus.FINISHED
-    assert local_groups(view, "n1", complete_only=True) == {}
+    assert local_groups(view, complete_only=True) == []

@@ -669,7 +669,10 @@ async def test_async_client_matches_the_sync_client(
     assert [t[1]["task_id"] for t in listed] == ["c", "f", "job"]
     assert results[22] is None and results[23][0] == "TaskTooFresh"
     assert results[24] is None
-    assert results[25] == ("SweepResult", {"reclaimed": 0, "deleted": 0, "more": False})
+    assert results[25] == (
+        "SweepResult",
+        {"reclaimed": 0, "deleted": 0, "more": False, "locked_out": False, "next_lease_ms": None},
+    )
     assert results[28:31] == [[True, False], [False], 2]
     released = results[31][1]
     assert released["nodes"] == {"n2": 1}

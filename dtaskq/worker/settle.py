@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,17 +25,10 @@ _GROUPS_MAY_RUN = (
 )
 
 
-def local_groups(view: TaskView, node: str, *, complete_only: bool) -> dict[str, list[str]]:
-    """Groups of a named-unit task in which ``node`` owns units -> those units' ids, from
-    ``node``'s view of the task; with ``complete_only``, only groups whose every unit is
-    complete. Range tasks have no groups."""
-    if view.task.unit_count is not None:
-        return {}
-    found: defaultdict[str, list[str]] = defaultdict(list)
-    for unit in view.task.units.values():
-        if unit.node == node and (not complete_only or view.groups_left.get(unit.group) == 0):
-            found[unit.group].append(unit.id)
-    return {group: sorted(ids) for group, ids in found.items()}
+def local_groups(view: TaskView, *, complete_only: bool) -> list[str]:
+    """The groups of a named-unit task in which the view's node owns units; with
+    ``complete_only``, only those whose every unit is complete. Range tasks have none."""
+    return [g for g, left in view.groups_left.items() if not complete_only or left == 0]
 
 
 @dataclass(frozen=True)
@@ -115,20 +107,20 @@ class Settlement:
         else:
             groups_done = True
         if groups_done:
-            local.groups = dict.fromkeys(local_groups(self._view, node, complete_only=True), "")
+            local.groups = dict.fromkeys(local_groups(self._view, complete_only=True), "")
         local.post_done = local.completed = node in task.post_acks or not task.ack_barrier
 
     def _group_callbacks(self) -> None:
         local = self._local
-        for group, unit_ids in local_groups(self._view, self._node, complete_only=True).items():
+        for group in local_groups(self._view, complete_only=True):
             if group not in local.groups:
-                local.groups[group] = self._call("on_group_completed", group, unit_ids)
+                local.groups[group] = self._call("on_group_completed", group, self._units(group))
 
     def _post_phase(self) -> None:
         task, local = self._task, self._local
         errors = [] if task.prepare_barrier else [e for e in local.groups.values() if e]
-        for group, unit_ids in local_groups(self._view, self._node, complete_only=False).items():
-            errors.append(self._call("on_swap_requested", group, unit_ids))
+        for group in local_groups(self._view, complete_only=False):
+            errors.append(self._call("on_swap_requested", group, self._units(group)))
         if not local.completed:
             errors.append(self._call("on_task_completed"))
             local.completed = True
@@ -144,6 +136,10 @@ class Settlement:
                 self._s.log.info("finalized", extra=self._extra)
         except (AcksMissing, TaskNotFinalizing):
             pass  # another node's ack is still due, or the task moved on
+
+    def _units(self, group: str) -> list[str]:
+        """This node's units of ``group``, for a callback about to run."""
+        return self._s.client.node_units(self._task.ref, self._node, group)
 
     def _snapshot(self) -> Task:
         """The whole task, for the provider: read once per settlement, and only when a

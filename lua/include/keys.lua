@@ -15,7 +15,8 @@ local function partition_task_keys(key, suffix, task_id)
     returned = base .. 'returned:' .. task_id, kept = base .. 'kept:' .. task_id,
     done = base .. 'done:' .. task_id, events = base .. 'events',
     cleaned = base .. 'cleaned:' .. task_id, pending = base .. 'pending:' .. task_id,
-    owned = base .. 'owned:' .. task_id, answers = base .. 'answers:' .. task_id,
+    owned = base .. 'owned:' .. task_id, groups = base .. 'groups:' .. task_id,
+    answers = base .. 'answers:' .. task_id,
   }
 end
 

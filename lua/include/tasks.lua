@@ -4,7 +4,8 @@
 -- Every key holding one task version's state, the completion bitmaps included.
 local function task_data_keys(keys, task_id)
   local found = { keys.task, keys.units, keys.acks, keys.nodes, keys.spans, keys.order,
-    keys.returned, keys.kept, keys.done, keys.pending, keys.owned, keys.answers }
+    keys.returned, keys.kept, keys.done, keys.pending, keys.owned, keys.groups,
+    keys.answers }
   for _, k in ipairs(redis.call('SMEMBERS', keys.done)) do
     found[#found + 1] = bitmap_key(keys.done, task_id, k)
   end

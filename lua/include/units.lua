@@ -41,7 +41,9 @@ end
 --   pending   units never claimed -> their place in the task
 --   returned  units claimed before that any node may claim again -> when they may be (as for
 --             range units); `kept` holds sticky ones for their node
---   owned     "<node>\n<unit>" of every unit a node owns, whatever its status (score 0)
+--   owned     "<node>\n<group>\n<unit>" of every unit a node owns, whatever its status (score
+--             0), so that one node's units of one group are one range
+--   groups    "<node>\n<group>" -> how many units of the group the node owns
 local function place_named_unit(t, unit_id, old, new)
   local waited = old[U_STATUS] == PENDING
   local waits = new[U_STATUS] == PENDING
@@ -54,8 +56,19 @@ local function place_named_unit(t, unit_id, old, new)
     if waits then start_waiting(t, unit_id, new, t.keys.returned) end
   end
   if old[U_NODE] ~= new[U_NODE] then
-    if old[U_NODE] ~= '' then redis.call('ZREM', t.keys.owned, old[U_NODE] .. '\n' .. unit_id) end
-    if new[U_NODE] ~= '' then redis.call('ZADD', t.keys.owned, 0, new[U_NODE] .. '\n' .. unit_id) end
+    local group = new[U_GROUP]
+    if old[U_NODE] ~= '' then
+      local mine = old[U_NODE] .. '\n' .. group
+      redis.call('ZREM', t.keys.owned, mine .. '\n' .. unit_id)
+      if tonumber(redis.call('ZINCRBY', t.keys.groups, -1, mine)) <= 0 then
+        redis.call('ZREM', t.keys.groups, mine)
+      end
+    end
+    if new[U_NODE] ~= '' then
+      local mine = new[U_NODE] .. '\n' .. group
+      redis.call('ZADD', t.keys.owned, 0, mine .. '\n' .. unit_id)
+      redis.call('ZINCRBY', t.keys.groups, 1, mine)
+    end
   end
 end
 

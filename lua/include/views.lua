@@ -33,9 +33,15 @@ local function claimable(t, node, now)
   return false
 end
 
--- The ids of the named units `node` owns, whatever their status.
-local function owned_units(t, node)
-  local ids = redis.call('ZRANGE', t.keys.owned, '[' .. node .. '\n', '(' .. node .. '\011', 'BYLEX')
-  for i, member in ipairs(ids) do ids[i] = string.sub(member, #node + 2) end
-  return ids
+-- The groups of named units in which `node` owns units, as flat (group, units of the group
+-- not complete yet) pairs: one entry a group, however many units.
+local function node_groups(t, node)
+  local mine = redis.call('ZRANGE', t.keys.groups, '[' .. node .. '\n', '(' .. node .. '\011', 'BYLEX')
+  local found = {}
+  for _, member in ipairs(mine) do
+    local group = string.sub(member, #node + 2)
+    found[#found + 1] = group
+    found[#found + 1] = redis.call('HGET', t.keys.task, 'group:' .. group) or '0'
+  end
+  return found
 end
