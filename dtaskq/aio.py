@@ -13,7 +13,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from . import claims, ops, reads, urls
-from .calls import Call, ClientCore, ClientOptions, Retries, Steps, library_refused
+from .calls import (
+    Call,
+    ClientCore,
+    ClientOptions,
+    Retries,
+    Steps,
+    connect_cluster,
+    library_refused,
+)
 from .keys import Partition
 from .models import (
     ClaimedUnit,
@@ -56,7 +64,7 @@ class AsyncClient:
         """A client on a new connection pool for ``url`` (see :meth:`dtaskq.Client.from_url`)."""
         plain, cluster, kwargs = urls.connection_args(url, connect_timeout)
         if cluster:
-            return cls(RedisCluster.from_url(plain, **kwargs), **options)
+            return cls(connect_cluster(RedisCluster.from_url, plain, kwargs), **options)
         retry = Retry(NoBackoff(), 0)
         return cls(redis.asyncio.Redis.from_url(plain, retry=retry, **kwargs), **options)
 

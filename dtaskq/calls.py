@@ -217,6 +217,17 @@ def library_refused(exc: BaseException) -> ConfigurationError:
     )
 
 
+def connect_cluster(make: Callable[..., T], url: str, kwargs: dict[str, Any]) -> T:
+    """A redis-py cluster client, which reads the cluster's layout as it is made: a cluster
+    that cannot be reached is a ``TransientError``, any other failure a dtaskq error too."""
+    try:
+        return make(url, **kwargs)
+    except (rex.RedisError, rex.RedisClusterException) as exc:
+        if isinstance(exc, rex.RedisClusterException) and "cannot be connected" in str(exc):
+            raise TransientError(f"connect: {exc}") from exc
+        raise translate(exc, {}, "connect") from exc
+
+
 class Retries:
     """The recovery plan of one call after its first try failed: load the library when the
     server lacks it, retry transient errors with exponential backoff and jitter (the first

@@ -13,7 +13,15 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from . import claims, ops, reads, urls
-from .calls import Call, ClientCore, ClientOptions, Retries, Steps, library_refused
+from .calls import (
+    Call,
+    ClientCore,
+    ClientOptions,
+    Retries,
+    Steps,
+    connect_cluster,
+    library_refused,
+)
 from .keys import Partition
 from .models import (
     ClaimedUnit,
@@ -83,7 +91,7 @@ class Client:
         The pool's own retries are off: the client's bounded retries are the only ones."""
         plain, cluster, kwargs = urls.connection_args(url, connect_timeout)
         if cluster:
-            return cls(RedisCluster.from_url(plain, **kwargs), **options)
+            return cls(connect_cluster(RedisCluster.from_url, plain, kwargs), **options)
         return cls(redis.Redis.from_url(plain, retry=Retry(NoBackoff(), 0), **kwargs), **options)
 
     def close(self) -> None:

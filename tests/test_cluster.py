@@ -6,6 +6,7 @@ library on every primary and across a failover, and a cluster node used as a sin
 from __future__ import annotations
 
 import signal
+import socket
 from collections import Counter
 from collections.abc import Iterator
 
@@ -140,3 +141,11 @@ def test_calls_survive_a_failover(cluster: EmbeddedCluster, prefix: str, namespa
         assert client.claim_any(ref, "n2").units == ["b"]
         task = client.get_task(namespace, "t")
         assert task is not None and task.units["a"].status is dtaskq.UnitStatus.COMPLETED
+
+
+def test_a_cluster_that_cannot_be_reached_is_a_transient_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(dtaskq.TransientError):
+        dtaskq.Client.from_url(f"redis://127.0.0.1:{port}?cluster=1", connect_timeout=1)

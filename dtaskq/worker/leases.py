@@ -29,6 +29,7 @@ class Claims:
         self._lock = threading.Lock()
         self._held: dict[tuple[TaskRef, str], Claim] = {}
         self._lost: set[tuple[TaskRef, str]] = set()
+        self._finished: set[tuple[TaskRef, str]] = set()
 
     def add(self, claim: Claim) -> None:
         """Holds ``claim``, replacing any earlier claim of the same unit."""
@@ -41,12 +42,26 @@ class Claims:
         with self._lock:
             self._held.pop((ref, unit), None)
             self._lost.discard((ref, unit))
+            self._finished.discard((ref, unit))
+
+    def finish(self, ref: TaskRef, unit: str) -> None:
+        """Marks ``unit`` done here but not reported yet (its runner thread reports it with
+        its next claim): a shutdown completes it rather than give it back."""
+        with self._lock:
+            if (ref, unit) in self._held:
+                self._finished.add((ref, unit))
+
+    def finished(self, claim: Claim) -> bool:
+        """True when ``claim``'s unit is done here but not reported yet."""
+        with self._lock:
+            return (claim.ref, claim.unit) in self._finished
 
     def lose(self, ref: TaskRef, unit: str) -> None:
         """Marks ``unit`` lost: a heartbeat found its lease gone."""
         with self._lock:
             if self._held.pop((ref, unit), None) is not None:
                 self._lost.add((ref, unit))
+            self._finished.discard((ref, unit))
 
     def is_lost(self, ref: TaskRef, unit: str) -> bool:
         """True when a heartbeat found the lease of ``unit`` gone."""
@@ -59,6 +74,7 @@ class Claims:
             for key in [k for k in self._held if k[0] == ref]:
                 del self._held[key]
             self._lost = {k for k in self._lost if k[0] != ref}
+            self._finished = {k for k in self._finished if k[0] != ref}
 
     def snapshot(self, ref: TaskRef | None = None) -> list[Claim]:
         """The claims held now, of one task version or of all."""

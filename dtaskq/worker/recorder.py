@@ -128,6 +128,11 @@ class Recorder:
         """Waits up to ``timeout`` seconds for :meth:`units_returned`."""
         return self._returned.wait(timeout)
 
+    def finished(self, unit: str) -> None:
+        """Notes that ``unit`` is done here and waits to be reported with the next claim: a
+        worker that stops meanwhile completes it instead of giving it back."""
+        self._claims.finish(self.ref, unit)
+
     def units_returned(self) -> None:
         """Tells the recorder that units of its task went back to waiting (an expired lease,
         a retryable failure, a release); the scheduler calls it on the task's events."""

@@ -198,6 +198,7 @@ class UnitRunner:
                     state.last = int(unit)
                 if self._run_unit(str(unit), unit.token):
                     state.done.append((str(unit), unit.token))
+                    self.recorder.finished(str(unit))
 
     def _release_unstarted(self, units: list[str]) -> None:
         """Units claimed ahead but never started go back at once, not after their leases."""

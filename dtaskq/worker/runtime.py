@@ -146,7 +146,17 @@ class Worker:
         self.log.info("worker stopped")
 
     def _release(self) -> None:
-        held = self.claims.snapshot()
+        """Completes the units done here but not reported yet, and gives back the others."""
+        held = []
+        for claim in self.claims.snapshot():
+            if not self.claims.finished(claim):
+                held.append(claim)
+                continue
+            try:  # its thread may report it too: an identical completion is accepted twice
+                self.client.complete_unit(claim.ref, self.node, claim.unit, claim.token)
+            except DtaskqError as exc:
+                self.log.warning("completion failed: %s", exc, extra={"unit": claim.unit})
+            self.claims.remove(claim.ref, claim.unit)
         if not held:
             return
         try:
