@@ -66,6 +66,16 @@ def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
+def single_server(server_url: str) -> str:
+    """The session's server URL; skips the test on a cluster. For tests that reach past dtaskq
+    into one server (a recording connection subclass, an ACL user, FUNCTION LIST replies):
+    tests/test_cluster.py covers what they check on a cluster."""
+    if is_cluster(server_url):
+        pytest.skip("reaches into a single server's connection")
+    return server_url
+
+
+@pytest.fixture
 def r(server_url: str) -> Iterator[redis.Redis]:
     """A raw redis-py client (bytes responses) on the session's server: a ``RedisCluster`` on
     a cluster."""

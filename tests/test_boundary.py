@@ -261,7 +261,7 @@ def counting(server_url: str, prefix: str) -> Iterator[dtaskq.Client]:
 
 
 def test_a_lua_runtime_error_is_a_server_error(
-    counting: dtaskq.Client, r: redis.Redis, prefix: str, namespace: str
+    single_server: str, counting: dtaskq.Client, r: redis.Redis, prefix: str, namespace: str
 ) -> None:
     """What the functions do not expect (a key of the wrong type, a corrupt record) surfaces
     as ServerError with the server's text, once: it is not retried."""
@@ -311,6 +311,7 @@ def acl_user(r: redis.Redis, name: str, **rules: Any) -> Iterator[None]:
     ids=["no-fcall", "no-fcall_ro", "other-keys-only"],
 )
 def test_a_permission_the_user_lacks_is_a_configuration_error_at_once(
+    single_server: str,
     server_url: str,
     client: dtaskq.Client,
     r: redis.Redis,
@@ -453,7 +454,7 @@ def id_in(partition: int, stem: str) -> str:
 
 
 def test_every_key_the_operations_write_is_one_keys_py_names(
-    server_url: str, prefix: str, namespace: str
+    single_server: str, server_url: str, prefix: str, namespace: str
 ) -> None:
     """Every operation, on named and range tasks, sticky, with barriers, failures, conflict
     keys, cancel, cleanup and the sweep, in a 4-partition namespace (and a 1-partition one for

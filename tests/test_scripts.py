@@ -91,7 +91,7 @@ def test_the_name_carries_a_hash_of_the_contents(tmp_path: Path) -> None:
     )
 
 
-def test_the_server_loads_the_library(r: redis.Redis) -> None:
+def test_the_server_loads_the_library(single_server: str, r: redis.Redis) -> None:
     assert r.function_load(LIBRARY.source, replace=True) == LIBRARY.name.encode()
     listed = r.function_list(library=LIBRARY.name)
     assert len(listed) == 1
@@ -227,7 +227,7 @@ def recording(server_url: str) -> Iterator[RecordingRedis]:
 
 
 def test_every_script_call_touches_one_slot(
-    recording: RecordingRedis, prefix: str, namespace: str
+    single_server: str, recording: RecordingRedis, prefix: str, namespace: str
 ) -> None:
     single = namespace + "-single"
     client = dtaskq.Client(recording, prefix=prefix, partitions={namespace: 4})
@@ -323,7 +323,7 @@ def test_every_script_call_touches_one_slot(
 
 
 def test_calls_survive_a_function_flush(
-    recording: RecordingRedis, r: redis.Redis, prefix: str, namespace: str
+    single_server: str, recording: RecordingRedis, r: redis.Redis, prefix: str, namespace: str
 ) -> None:
     client = dtaskq.Client(recording, prefix=prefix)
     first = client.add_task(namespace, "first", units=["a", "b"])
@@ -362,7 +362,7 @@ async def test_async_calls_survive_a_function_flush(
 
 
 def test_two_versions_of_the_library_live_side_by_side(
-    tmp_path: Path, client: dtaskq.Client, r: redis.Redis, namespace: str
+    single_server: str, tmp_path: Path, client: dtaskq.Client, r: redis.Redis, namespace: str
 ) -> None:
     """A rolling upgrade: an older dtaskq keeps calling its own functions while a newer one
     loads its library; neither replaces the other's."""
@@ -383,7 +383,7 @@ def test_two_versions_of_the_library_live_side_by_side(
 
 
 def test_an_application_user_without_function_load(
-    server_url: str, r: redis.Redis, prefix: str, namespace: str
+    single_server: str, server_url: str, r: redis.Redis, prefix: str, namespace: str
 ) -> None:
     """Where the application may not run FUNCTION LOAD, it fails with a clear error until an
     administrator loads the library; then FCALL and FCALL_RO are all it needs."""
