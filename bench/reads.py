@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from core import new_parser, parse, positive, publish, run_report, server, unit_count
 
 import dtaskq
-from core import new_parser, parse, positive, publish, run_report, server, unit_count
 
 NAMESPACE = "reads"
 RESULTS = Path(__file__).resolve().parent / "results" / "reads.json"
