@@ -83,6 +83,10 @@ class AsyncClient:
         await self._run("load_library", {}, self._load)
         return LIBRARY.name
 
+    async def announce_node(self, node: str, process: str, ttl_ms: int) -> str | None:
+        """See :meth:`dtaskq.Client.announce_node`."""
+        return await self._drive(ops.announce_node(self._core.router, node, process, ttl_ms))
+
     async def ping(self) -> str:
         """See :meth:`dtaskq.Client.ping`."""
         await self._drive(ops.ping())

@@ -136,6 +136,12 @@ class Client:
         self._run("load_library", {}, self._load)
         return LIBRARY.name
 
+    def announce_node(self, node: str, process: str, ttl_ms: int) -> str | None:
+        """Announces that ``process`` (an id unique to one process) runs as ``node`` for the
+        next ``ttl_ms``. Returns None when it holds the node id now, else the other live
+        process that announced it: node ids must be unique among live workers."""
+        return self._drive(ops.announce_node(self._core.router, node, process, ttl_ms))
+
     def ping(self) -> str:
         """Checks that the server answers and that this version's library is loaded (loading
         it when it is not and this user may); returns the library's name."""

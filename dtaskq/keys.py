@@ -55,6 +55,11 @@ def namespaces_key(prefix: str) -> str:
     return f"{prefix}:namespaces"
 
 
+def node_key(prefix: str, node: str) -> str:
+    """A node's presence: the process that runs as that node now (``announce_node``)."""
+    return f"{prefix}:node:{node}"
+
+
 def partition_of(task_id: str, partitions: int) -> int:
     """The partition a task id belongs to."""
     return zlib.crc32(task_id.encode()) % partitions

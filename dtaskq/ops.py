@@ -33,6 +33,7 @@ _CANCEL = function("cancel_task")
 _CLEANUP = function("cleanup_task")
 _SWEEP = function("sweep")
 _PING = function("ping")
+_ANNOUNCE = function("announce_node")
 
 _CLAIM_STATUSES = (ClaimStatus.HELD, ClaimStatus.LOST, ClaimStatus.NOT_RUNNING)
 
@@ -356,3 +357,15 @@ def partitions(router: Router, namespace: str) -> Steps[list[keys.Partition]]:
 def ping() -> Steps[None]:
     """A call that does nothing but answer."""
     yield Call(_PING, [], [])
+
+
+def announce_node(router: Router, node: str, process: str, ttl_ms: int) -> Steps[str | None]:
+    """Announces that ``process`` runs as ``node`` for ``ttl_ms``; the other live process
+    that holds the node id, or None."""
+    validate.ident(node, "node id")
+    validate.ident(process, "process")
+    validate.integer(ttl_ms, "ttl_ms", 100, 600_000)
+    holder = yield Call(
+        _ANNOUNCE, [keys.node_key(router.prefix, node)], [process, ttl_ms], {"node": node}
+    )
+    return holder.decode() or None

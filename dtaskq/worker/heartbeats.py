@@ -4,6 +4,8 @@ starve it (``docs/runtime.md``)."""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 
@@ -16,6 +18,10 @@ from .loop import Loop
 log = logging.getLogger("dtaskq.worker")
 
 TICK_S = 0.1
+PRESENCE_S = 1.0
+"""How often a worker announces that it runs as its node."""
+PRESENCE_TTL_MS = 5_000
+"""How long an announcement lasts: a stopped worker's node id is free again after it."""
 
 
 def renew(client: Client, node: str, claims: Claims, held: Sequence[Claim]) -> set[TaskRef]:
@@ -40,7 +46,11 @@ def renew(client: Client, node: str, claims: Claims, held: Sequence[Claim]) -> s
 
 class Heartbeats(Loop):
     """Renews each held claim a third of its lease (capped by ``max_lease_ms``) after its
-    claim or last renewal, so that two renewals can fail before a lease runs out."""
+    claim or last renewal, so that two renewals can fail before a lease runs out.
+
+    Every PRESENCE_S it also announces that this process runs as its node, and warns when
+    another live process announces the same node id: two workers sharing one would take each
+    other's units and acks (``docs/runtime.md``)."""
 
     def __init__(
         self,
@@ -56,6 +66,9 @@ class Heartbeats(Loop):
         self._claims = claims
         self._max_lease_ms = max_lease_ms
         self._on_stopped = on_stopped
+        self._process = f"{os.getpid()}.{secrets.token_hex(4)}"
+        self._next_presence = 0.0
+        self._rival: str | None = None
         super().__init__("dtaskq-heartbeats")
 
     def period_s(self, claim: Claim) -> float:
@@ -67,11 +80,27 @@ class Heartbeats(Loop):
         due: dict[Claim, float] = {}
         while not self.stopping.wait(TICK_S):
             try:
+                self._announce()
                 due = self._renew_due(due)
             except DtaskqError as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:  # the thread must outlive any surprise, or every lease goes
                 log.exception("heartbeat failed")
+
+    def _announce(self) -> None:
+        now = time.monotonic()
+        if now < self._next_presence:
+            return
+        self._next_presence = now + PRESENCE_S
+        rival = self._client.announce_node(self._node, self._process, PRESENCE_TTL_MS)
+        if rival is not None and rival != self._rival:
+            log.warning(
+                "another live worker runs as node %s (process %s): node ids must be unique "
+                "among live workers; pin one with --node-id",
+                self._node,
+                rival,
+            )
+        self._rival = rival
 
     def _renew_due(self, due: dict[Claim, float]) -> dict[Claim, float]:
         """Renews the claims whose time has come; returns when each held claim is due next.
