@@ -10,16 +10,19 @@ lives in partition ``crc32(t) mod P`` under::
     {<prefix>:<ns>:<p>}:units:<t>     hash    unit id -> msgpack unit record (10 slots)
     {<prefix>:<ns>:<p>}:acks:<t>      hash    "<phase>:<node>" -> msgpack ack record
     {<prefix>:<ns>:<p>}:nodes:<t>     hash    node -> number of units it owns
-    {<prefix>:<ns>:<p>}:pending:<t>   zset    named units: unassigned PENDING units -> their
-                                              place in the task (fresh) or ready time
-    {<prefix>:<ns>:<p>}:owned:<t>     zset    named units: "<node>\\n<unit>" of every unit a
-                                              node owns (score 0, found by prefix)
+    {<prefix>:<ns>:<p>}:pending:<t>   zset    named units: fresh units, never claimed yet ->
+                                              their place in the task
+    {<prefix>:<ns>:<p>}:owned:<t>     zset    named units: "<node>\\n<group>\\n<unit>" of every
+                                              unit a node owns, any status (score 0, one
+                                              node's group found by prefix)
+    {<prefix>:<ns>:<p>}:groups:<t>    zset    named units: "<node>\\n<group>" -> how many units
+                                              of the group the node owns (found by prefix)
     {<prefix>:<ns>:<p>}:spans:<t>     zset    range tasks: unclaimed spans, "<start> <end> <node>"
                                               by start (node "" when no node continues it)
     {<prefix>:<ns>:<p>}:order:<t>     zset    range tasks: span start -> start - 2**53 for a fresh
                                               span, its length for a continued one
-    {<prefix>:<ns>:<p>}:returned:<t>  zset    range tasks: claimed-before units any node may claim
-                                              again -> the time they may be claimed
+    {<prefix>:<ns>:<p>}:returned:<t>  zset    both kinds: claimed-before units any node may
+                                              claim again -> the time they may be claimed
     {<prefix>:<ns>:<p>}:kept:<t>      zset    sticky tasks: "<node>\\n<unit>" of units kept for
                                               their node (score 0, found by prefix)
     {<prefix>:<ns>:<p>}:done:<t>      set     range tasks: numbers k of the completion bitmaps
@@ -33,8 +36,8 @@ and the partition's shared keys are ``leases`` (zset "<task>\\n<unit>" -> lease 
 ``expiry`` (zset task -> deletion time), ``conflicts`` (hash key -> holding task), ``tasks``
 (zset of task ids), ``seq`` (version counter), ``events`` (stream of what the functions
 changed, capped near 1 000 entries; see ``lua/include/events.lua``) and ``sweeping`` (string,
-the sweep lock a worker takes with SET NX PX; no function reads it). The kind of key comes
-before the task id, so no task id can name another task's key.
+the sweep lock that ``sweep`` takes with SET NX PX when called with a sweeper). The kind of key
+comes before the task id, so no task id can name another task's key.
 
 Each function is called with one key at most: the task hash (task functions), the lease
 index (heartbeat, release, sweep), the task index (list_tasks, list_summaries) or the
@@ -127,8 +130,8 @@ class Partition:
 
     def lease_index_key(self) -> str:
         """The partition's lease index (zset "<task>\\n<unit>" -> lease deadline, server ms):
-        the key that heartbeat, release and sweep are called with. The sweeper reads its
-        earliest deadline to wake when the first lease runs out."""
+        the key that heartbeat, release and sweep are called with. The sweep answers how long
+        until its earliest deadline, so that the sweeper wakes when the first lease runs out."""
         return f"{self.base}leases"
 
     def index_key(self) -> str:
@@ -141,6 +144,6 @@ class Partition:
         return f"{self.base}events"
 
     def sweep_lock_key(self) -> str:
-        """The short-lived lock a worker takes (SET NX PX) before sweeping this partition, so
-        that workers do not sweep it at once; no script uses it."""
+        """The short-lived lock that the sweep function takes (SET NX PX) when called with a
+        sweeper, so that workers do not sweep this partition at once."""
         return f"{self.base}sweeping"
