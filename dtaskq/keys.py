@@ -15,8 +15,8 @@ lives in partition ``crc32(t) mod P`` under::
     {<prefix>:<ns>:<p>}:owned:<t>     zset    named units: "<node>\\n<group>\\n<unit>" of every
                                               unit a node owns, any status (score 0, one
                                               node's group found by prefix)
-    {<prefix>:<ns>:<p>}:groups:<t>    zset    named units: "<node>\\n<group>" -> how many units
-                                              of the group the node owns (found by prefix)
+    {<prefix>:<ns>:<p>}:groups:<t>    zset    named units: "<node>\\n<group>" of each group a
+                                              node owns units of (score 0, found by prefix)
     {<prefix>:<ns>:<p>}:spans:<t>     zset    range tasks: unclaimed spans, "<start> <end> <node>"
                                               by start (node "" when no node continues it)
     {<prefix>:<ns>:<p>}:order:<t>     zset    range tasks: span start -> start - 2**53 for a fresh

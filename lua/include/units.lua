@@ -43,7 +43,7 @@ end
 --             range units); `kept` holds sticky ones for their node
 --   owned     "<node>\n<group>\n<unit>" of every unit a node owns, whatever its status (score
 --             0), so that one node's units of one group are one range
---   groups    "<node>\n<group>" -> how many units of the group the node owns
+--   groups    "<node>\n<group>" of every group a node owns units of (score 0: read by name)
 local function place_named_unit(t, unit_id, old, new)
   local waited = old[U_STATUS] == PENDING
   local waits = new[U_STATUS] == PENDING
@@ -60,14 +60,14 @@ local function place_named_unit(t, unit_id, old, new)
     if old[U_NODE] ~= '' then
       local mine = old[U_NODE] .. '\n' .. group
       redis.call('ZREM', t.keys.owned, mine .. '\n' .. unit_id)
-      if tonumber(redis.call('ZINCRBY', t.keys.groups, -1, mine)) <= 0 then
+      if redis.call('ZLEXCOUNT', t.keys.owned, '[' .. mine .. '\n', '(' .. mine .. '\011') == 0 then
         redis.call('ZREM', t.keys.groups, mine)
       end
     end
     if new[U_NODE] ~= '' then
       local mine = new[U_NODE] .. '\n' .. group
       redis.call('ZADD', t.keys.owned, 0, mine .. '\n' .. unit_id)
-      redis.call('ZINCRBY', t.keys.groups, 1, mine)
+      redis.call('ZADD', t.keys.groups, 0, mine)
     end
   end
 end
