@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+import redis
 from waiting import until
 
 import dtaskq
+from dtaskq.keys import node_key
 from dtaskq.worker import LocalTasksInMemory, Worker
 from dtaskq.worker.heartbeats import PRESENCE_TTL_MS
 
@@ -27,14 +29,18 @@ def test_announcements_name_the_live_holder(client: dtaskq.Client) -> None:
 
 
 def test_two_live_workers_with_one_node_id_are_reported(
-    client: dtaskq.Client, namespace: str, caplog: pytest.LogCaptureFixture
+    client: dtaskq.Client,
+    r: redis.Redis,
+    prefix: str,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="dtaskq")
     first = Worker(client, {namespace: LocalTasksInMemory()}, node_id="twin")
     second = Worker(client, {namespace: LocalTasksInMemory()}, node_id="twin")
     first.start()
     try:
-        until(lambda: client.announce_node("twin", "probe", 1_000) is not None, what="first")
+        until(lambda: r.get(node_key(prefix, "twin")), what="the first worker's announcement")
         second.start()
         until(lambda: any(CLASH in r.getMessage() for r in caplog.records), what="the clash")
     finally:
