@@ -409,7 +409,7 @@ CLAIMS: dict[str, tuple[str, dict[str, Any], Claim]] = {
 
 @pytest.mark.parametrize("kind", list(CLAIMS))
 def test_a_threads_retry_gets_its_own_units_whatever_its_sibling_claimed(
-    pausing: dtaskq.Client, client: dtaskq.Client, namespace: str, kind: str
+    single_server: str, pausing: dtaskq.Client, client: dtaskq.Client, namespace: str, kind: str
 ) -> None:
     """Two threads of one node claim; thread A's reply is lost, thread B claims before A
     retries, and A's retry still answers A's own units: the claim functions keep one answer

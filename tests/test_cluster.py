@@ -121,8 +121,8 @@ def test_a_cluster_node_used_as_a_single_server_is_a_clear_error(
         dtaskq.Client.from_url(cluster.url, prefix=prefix) as plain,
         pytest.raises(dtaskq.ConfigurationError, match=r"\?cluster=1"),
     ):
-        for i in range(20):  # some task ids hash to this node's slots, most do not
-            plain.add_task(namespace, f"t{i}", units=["a"])
+        for i in range(20):  # some namespaces' slots are this node's, most are not
+            plain.add_task(f"{namespace}-{i}", "t", units=["a"])
 
 
 def test_calls_survive_a_failover(cluster: EmbeddedCluster, prefix: str, namespace: str) -> None:
