@@ -37,15 +37,8 @@ if answered then return answered end
 if t.unit_count > 0 then
   fail('INVALID_ARGUMENT', 'task ' .. task_id .. ' is a range task; claim its units with claim_range')
 end
-if t.status == 'FAILED' or t.status == 'CANCELLED' then require_running(t) end
-
-local now = now_ms()
-local reply = { 0, complete_all(t, node, done, now) }
-if t.status ~= 'STARTED' then
-  if #done > 0 then keep_answer(t, request_id, reply) end
-  return reply
-end
-end_expired_leases(t.keys.leases, now, 8)
+local reply, now, going_on = complete_before_claiming(t, node, done, request_id)
+if not going_on then return reply end
 
 local soonest = 0
 local function claim(unit_id, stored)

@@ -45,16 +45,8 @@ end
 if last and last >= t.unit_count then
   fail('INVALID_ARGUMENT', 'last must be a unit of the task, in [0, ' .. int(t.unit_count) .. ')')
 end
-if t.status == 'FAILED' or t.status == 'CANCELLED' then require_running(t) end
-
-local now = now_ms()
-local reply = { 0, complete_all(t, node, done, now) }
--- PREPARING, SWAPPING or FINISHED: every unit is complete.
-if t.status ~= 'STARTED' then
-  if #done > 0 then keep_answer(t, request_id, reply) end
-  return reply
-end
-end_expired_leases(t.keys.leases, now, 8)
+local reply, now, going_on = complete_before_claiming(t, node, done, request_id)
+if not going_on then return reply end
 
 local got = 0
 

@@ -296,6 +296,7 @@ def test_every_script_call_touches_one_slot(
     view = client.task_view(single, "anyone", "n1")
     assert view is not None and view.groups_left == {"": 1}
     assert client.node_units(anyone, "n1") == ["a", "b"]
+    assert client.announce_node("n1", "process-1", 1_000) is None
     assert {s.task_id for s in client.task_summaries(single, "n1")} >= {"anyone", "flaky"}
     assert len(listing[namespace]) == 10
     assert all(t.status is dtaskq.TaskStatus.FINISHED for t in listing[namespace])

@@ -796,3 +796,37 @@ def test_register_namespace_script_checks_its_arguments(
 ) -> None:
     keys = [namespaces_key(scripts.prefix)]
     _expect_invalid(scripts, state, lambda: scripts.run("register_namespace", keys, args))
+
+
+# ARGV of the reads and announcements added for schedulers and workers.
+READ_CASES: dict[str, tuple[str, list[Any]]] = {
+    "view-node-space": ("task_view", ["live", "n 1"]),
+    "view-node-missing": ("task_view", ["live"]),
+    "units-version-empty": ("node_units", ["live", "", "n1", ""]),
+    "units-node-brace": ("node_units", ["live", "1", "{n1}", ""]),
+    "units-group-control": ("node_units", ["live", "1", "n1", "g\x01"]),
+    "units-group-missing": ("node_units", ["live", "1", "n1"]),
+    "sweep-lock-without-sweeper": ("sweep", ["10", "", "100"]),
+    "sweep-sweeper-without-lock": ("sweep", ["10", "n1", "0"]),
+    "sweep-lock-60001": ("sweep", ["10", "n1", "60001"]),
+    "sweep-sweeper-space": ("sweep", ["10", "n 1", "100"]),
+    "summaries-node-space": ("list_summaries", ["n 1", "", "10"]),
+    "summaries-page-0": ("list_summaries", ["n1", "", "0"]),
+    "announce-ttl-99": ("announce_node", ["p1", "99"]),
+    "announce-process-space": ("announce_node", ["p 1", "1000"]),
+}
+
+
+@pytest.mark.parametrize(("name", "args"), list(READ_CASES.values()), ids=list(READ_CASES))
+def test_reads_and_announcements_check_their_arguments(
+    scripts: Scripts, state: State, name: str, args: list[Any]
+) -> None:
+    part = scripts.part
+    key = {
+        "task_view": part.task_key("live"),
+        "node_units": part.task_key("live"),
+        "sweep": part.lease_index_key(),
+        "list_summaries": part.index_key(),
+        "announce_node": f"{scripts.prefix}:node:n1",
+    }[name]
+    _expect_invalid(scripts, state, lambda: scripts.run(name, [key], args))

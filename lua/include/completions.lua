@@ -1,7 +1,7 @@
 -- Completing units (rule 12), alone (complete_unit) or as the first half of a claim that then
 -- hands out the next units (claim_range, claim_any), and the answer a claim keeps so that a
 -- retry after a lost reply gets the same units back.
--- @requires barriers units
+-- @requires barriers units leases
 
 -- Completes `unit_id` for `node` under `token` (nil: check the node only); raises the DTQ
 -- error of a rejection before writing anything. An identical retry succeeds unchanged.
@@ -132,4 +132,20 @@ local function keep_answer(t, request_id, reply)
   redis.call('HSET', t.keys.answers, claimer_of(request_id), cmsgpack.pack({ request_id, reply }))
   -- A task that ended already set the backstop TTL of its keys: this one may be new.
   if t.finished_at > 0 then redis.call('PEXPIRE', t.keys.answers, t.ttl_ms + BACKSTOP_MS) end
+end
+
+-- The first half of claim_range and claim_any: checks that the task may take reports,
+-- completes `done`, and ends a few expired leases of the partition, so that their units come
+-- back at once. Returns the reply so far, the time, and false when the claim ends there
+-- (the task is past STARTED: every unit is complete).
+local function complete_before_claiming(t, node, done, request_id)
+  if t.status == 'FAILED' or t.status == 'CANCELLED' then require_running(t) end
+  local now = now_ms()
+  local reply = { 0, complete_all(t, node, done, now) }
+  if t.status ~= 'STARTED' then
+    if #done > 0 then keep_answer(t, request_id, reply) end
+    return reply, now, false
+  end
+  end_expired_leases(t.keys.leases, now, 8)
+  return reply, now, true
 end
