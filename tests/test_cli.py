@@ -1,5 +1,5 @@
 """The ``dtaskq`` command line and ``dtaskq worker``, run in subprocesses as the ``dtaskq``
-script runs (tests/cli_procs.py)."""
+script runs (tests/cli_procs.py); ``dtaskq library`` has tests/test_cli_library.py."""
 
 from __future__ import annotations
 

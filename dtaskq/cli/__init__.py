@@ -1,9 +1,9 @@
-"""The ``dtaskq`` command line: ``dtaskq demo`` and ``dtaskq worker``.
+"""The ``dtaskq`` command line: ``dtaskq demo``, ``dtaskq worker`` and ``dtaskq library``.
 
 A mistake on the command line ends the command with one line on stderr and exit status 2;
 a server that cannot be reached at start-up, with one line and status 1. Each subcommand
 imports what it runs only when it runs, so that ``dtaskq --help`` loads neither the worker
-nor the demo.
+nor the demo. docs/cli.md describes every command.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import demo, worker
+from . import demo, library, worker
 from .args import CommandError, Parser
 
 __all__ = ["CommandError", "main", "parser"]
@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     root = Parser(prog="dtaskq", description="A Redis-backed work queue.")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, worker):
+    for module in (demo, worker, library):
         module.add_parser(commands)
     return root
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 """A mistake on the command line, or a server set up in a way the command cannot work with."""
 EXIT_UNREACHABLE = 1
-"""The server could not be reached, or answered with an error dtaskq does not expect."""
+"""The server could not be reached, or answered with an error dtaskq does not expect (and, for
+``library status``: a server lacks the library)."""
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 URL_FORMS = (
