@@ -223,9 +223,11 @@ def connect_cluster(make: Callable[..., T], url: str, kwargs: dict[str, Any]) ->
     try:
         return make(url, **kwargs)
     except (rex.RedisError, rex.RedisClusterException) as exc:
-        if isinstance(exc, rex.RedisClusterException) and "cannot be connected" in str(exc):
+        # redis-py wraps the node's own error (a refused password, say) in its own.
+        cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        if cause is exc and "cannot be connected" in str(exc):
             raise TransientError(f"connect: {exc}") from exc
-        raise translate(exc, {}, "connect") from exc
+        raise translate(cause, {}, "connect") from cause
 
 
 class Retries:
@@ -253,6 +255,8 @@ class Retries:
             if self._tries == 2:
                 return 0.0
             return min(1.0, 0.02 * 2.0 ** (self._tries - 2)) + random.uniform(0, 0.02)
+        if isinstance(exc, DtaskqError):
+            raise exc
         raise translate(exc, context, what) from exc
 
 

@@ -1,17 +1,23 @@
-"""The ``dtaskq`` command line, run in subprocesses as the ``dtaskq`` script runs: with
-``python -P``, so that the current directory is not on ``sys.path`` unless dtaskq puts it
-there."""
+"""The ``dtaskq`` command line and ``dtaskq worker``, run in subprocesses as the ``dtaskq``
+script runs (tests/cli_procs.py); ``dtaskq library`` has tests/test_cli_library.py."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_procs import (
+    closed_port_url,
+    make_project,
+    one_line,
+    run,
+    start_worker,
+    stop,
+    with_user,
+)
 from netcut import Proxy
 from waiting import until
 
@@ -19,61 +25,11 @@ import dtaskq
 from dtaskq import TaskStatus
 from dtaskq.server import ENV_URL
 
-DTASKQ = [sys.executable, "-P", "-m", "dtaskq"]
-ENV = {k: v for k, v in os.environ.items() if k != ENV_URL}
-
-
-def closed_port_url() -> str:
-    """A URL on which nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
-
-
-PROVIDER = """\
-from dtaskq.worker import LocalTasksInMemory, UnitRunner
-
-
-class Merger(LocalTasksInMemory):
-    def start_task(self, task, recorder):
-        self.remember(task)
-        return UnitRunner(task, recorder, lambda ctx: None)
-
-
-def factory(namespace):
-    return Merger()
-"""
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A directory holding the provider module ``mypkg.merge``, for commands run in it."""
-    (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "merge.py").write_text(PROVIDER)
-    return tmp_path
-
-
-def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``dtaskq`` in ``cwd`` to its end."""
-    return subprocess.run(
-        [*DTASKQ, *args],
-        env=ENV,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The only line the command wrote, to stderr."""
-    assert result.stdout == "", result.stdout
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    return make_project(tmp_path)
 
 
 WORKER = ["worker", "--namespace", "ns", "--provider", "mypkg.merge:factory"]
@@ -82,7 +38,8 @@ WORKER = ["worker", "--namespace", "ns", "--provider", "mypkg.merge:factory"]
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        (["--url", "localhost:6379"], "argument --url: Redis URL must specify"),
+        (["--url", "localhost:6379"], "argument --url: not a server URL: 'localhost:6379'"),
+        (["--url", "redis://h:1?cluster=2"], "argument --url: cluster= takes 1 or 0"),
         (["--concurrency", "0"], "argument --concurrency: must be at least 1, got 0"),
         (["--concurrency", "many"], "argument --concurrency: not an integer: 'many'"),
         (["--lease-ms", "0"], "argument --lease-ms: must be at least 1"),
@@ -114,43 +71,53 @@ def test_a_missing_url_is_one_line_and_status_2(project: Path) -> None:
     assert one_line(result) == f"dtaskq worker: needs --url or ${ENV_URL}"
 
 
+def test_a_bad_url_in_the_environment_is_one_line_and_status_2(project: Path) -> None:
+    result = run(project, *WORKER, env={ENV_URL: "localhost:6379"})
+    assert result.returncode == 2, result.stderr
+    line = one_line(result)
+    assert line.startswith(f"dtaskq worker: ${ENV_URL}: not a server URL: "), line
+
+
 def test_a_bad_command_is_one_line_and_status_2(project: Path) -> None:
     result = run(project, "work")
     assert result.returncode == 2, result.stderr
     assert "invalid choice: 'work'" in one_line(result)
 
 
-def test_a_worker_gives_up_on_an_unreachable_server_at_start_up(project: Path) -> None:
-    result = run(project, *WORKER, "--url", closed_port_url(), "--connect-timeout", "1")
+@pytest.mark.parametrize("cluster", [False, True], ids=["server", "cluster"])
+def test_a_worker_gives_up_on_an_unreachable_server_at_start_up(
+    project: Path, cluster: bool
+) -> None:
+    url = closed_port_url(cluster)
+    result = run(project, *WORKER, "--url", url, "--connect-timeout", "1")
     assert result.returncode == 1, result.stderr
     line = one_line(result)
     assert line.startswith("dtaskq worker: cannot reach the server: "), line
     assert "tried for 1 s; see --connect-timeout" in line
 
 
-def start_worker(cwd: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
-    """Starts ``dtaskq worker`` in ``cwd``, its output going to ``log``."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [*DTASKQ, "worker", "--log-level", "INFO", *options],
-            env=ENV,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-        )
+def test_a_worker_refused_by_the_server_exits_at_once(server_url: str, project: Path) -> None:
+    url = with_user(server_url, "nobody", "wrong")
+    result = run(project, *WORKER, "--url", url, "--connect-timeout", "60")
+    assert result.returncode == 2, result.stderr
+    line = one_line(result)
+    assert line.startswith("dtaskq worker: the server refused the connection: "), line
 
 
-def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Stops a worker with SIGTERM, which must end it with status 0; kills it otherwise."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        assert proc.wait(20) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def test_the_command_line_loads_neither_the_worker_nor_the_demo_until_it_runs() -> None:
+    code = (
+        "import contextlib, json, sys\n"
+        "import dtaskq.cli\n"
+        "with contextlib.redirect_stdout(None), contextlib.suppress(SystemExit):\n"
+        "    dtaskq.cli.main(['--help'])\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = json.loads(result.stdout)
+    heavy = ("rich", "dtaskq.worker", "dtaskq.demo", "dtaskq.cli.connect")
+    assert [m for m in loaded for h in heavy if m == h or m.startswith(f"{h}.")] == []
 
 
 def test_a_worker_waits_at_start_up_for_a_server_that_comes_back(
