@@ -13,7 +13,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from dtaskq import cluster_server
+from dtaskq import _cluster_nodes
 from dtaskq.cluster_server import SLOTS, EmbeddedCluster
 from dtaskq.server import find_server_binaries
 
@@ -289,7 +289,7 @@ def test_impossible_sizes_are_refused(primaries: int, replicas: int) -> None:
 
 
 def test_ports_leave_room_for_the_cluster_bus(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cluster_server._free_port
+    real = _cluster_nodes._free_port
     # A port whose bus port someone else holds, found the way the cluster looks for one.
     while True:
         taken_bus = real()
@@ -302,8 +302,8 @@ def test_ports_leave_room_for_the_cluster_bus(monkeypatch: pytest.MonkeyPatch) -
         def free_port(port: int = 0) -> int:
             return real(port) if port else next(offered, None) or real()
 
-        monkeypatch.setattr(cluster_server, "_free_port", free_port)
-        chosen = cluster_server._bus_capable_port()
+        monkeypatch.setattr(_cluster_nodes, "_free_port", free_port)
+        chosen = _cluster_nodes._bus_capable_port()
 
     assert chosen not in (65000, taken_bus - 10000)
     assert chosen + 10000 <= 65535
