@@ -144,7 +144,14 @@ _CHECKED_LIMIT = 4096
 def ref_and_node(task: Any, node: Any) -> None:
     """A :class:`TaskRef` and a node id, checked once per pair: a worker reports on the same
     task as the same node thousands of times."""
-    if type(task) is TaskRef and type(task.version) is int and (task, node) in _checked:
+    plain = (
+        type(task) is TaskRef
+        and type(task.namespace) is str
+        and type(task.task_id) is str
+        and type(task.version) is int
+        and type(node) is str
+    )
+    if plain and (task, node) in _checked:
         return
     ref(task)
     ident(node, "node id")

@@ -734,3 +734,26 @@ def test_tasks_added_after_a_restart_are_found_by_every_client(
             seen = other.get_task(namespace, "after")
     assert [t.task_id for t in listed.get(namespace, [])] == ["after"]
     assert seen is not None and seen.status is TaskStatus.STARTED
+
+
+@pytest.mark.parametrize(
+    ("ref", "node"),
+    [
+        (TaskRef("ns", ["t"], 1), "n1"),  # type: ignore[arg-type]
+        (TaskRef("ns", "t", 1), ["n1"]),
+        (TaskRef("ns", "t", "1"), "n1"),  # type: ignore[arg-type]
+    ],
+    ids=["task-id-list", "node-list", "version-text"],
+)
+def test_unhashable_or_mistyped_refs_and_nodes_are_invalid(
+    client: dtaskq.Client, ref: TaskRef, node: object
+) -> None:
+    """The check a worker's reports make once per (task, node) must not trip over values it
+    cannot look up (a list is unhashable): they are InvalidArgument like any other."""
+    for call in (
+        lambda: client.complete_unit(ref, node, "u"),  # type: ignore[arg-type]
+        lambda: client.claim_any(ref, node),  # type: ignore[arg-type]
+        lambda: client.complete_and_claim(ref, node, [], 1),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidArgument):
+            call()
