@@ -24,6 +24,8 @@ from .settle import NodeContext, Settlement
 DEFAULT_RESYNC_S = 5.0
 HANDLE_MIN_S = 1.0
 """A handle that ends sooner after its start is not restarted at once (see ``_take_woken``)."""
+_BARRIERS = (TaskStatus.PREPARING, TaskStatus.SWAPPING)
+
 EVENT_WAIT_S = 0.25
 """How long the scheduler waits for events: also how soon it notices that its callbacks
 finished or that it should stop."""
@@ -61,10 +63,12 @@ class Local:
 class Scheduler(Loop):
     """Runs the tasks of ``namespace`` through ``provider`` on this node.
 
-    It wakes on the events the scripts write to each partition's stream (within milliseconds
-    of a change on any node) and rereads every task of the namespace each ``resync_s``, so a
-    missed event delays work but never loses it. Callbacks run on a small pool, one task's at a
-    time, so a slow swap never holds up another task's start or termination.
+    It wakes on the events the functions write to each partition's stream (within
+    milliseconds of a change on any node) and reads this node's view of the tasks they name; each
+    ``resync_s`` it reads a summary of every task of the namespace (one call per partition) and
+    the views of those where something may be due, so a missed event delays work but never
+    loses it. Callbacks run on a small pool, one task's at a time, so a slow swap never holds up
+    another task's start or termination.
     """
 
     def __init__(
@@ -194,6 +198,8 @@ class Scheduler(Loop):
         task = local.task
         if (task.version, task.status) != (summary.version, summary.status):
             return True
+        if summary.status in _BARRIERS:
+            return True  # acks may have come in with no event seen (the stream is capped)
         return summary.claimable and self._idle(local) and not self._gate.closed
 
     # -- decisions -------------------------------------------------------------------------
