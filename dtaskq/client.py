@@ -126,9 +126,10 @@ class Client(Connected):
         return self._drive(reads.list_tasks(self._core.router, namespace))
 
     def task_view(self, namespace: str, task_id: str, node: str) -> TaskView | None:
-        """What ``node``'s scheduler needs of the latest version of a task: its status, counts,
-        acks, owning nodes and ``node``'s own named units, read in time that grows with those
-        units rather than the task's; None if there is no such task."""
+        """What ``node``'s scheduler needs of the latest version of a task: its fields (not the
+        payload), acks, owning nodes, the groups ``node`` owns units of with how many of their
+        units are left, and whether ``node`` could be handed a unit; read in time that grows
+        with those groups, never with the task's units. None if there is no such task."""
         return self._drive(reads.task_view(self._core.router, namespace, task_id, node))
 
     def node_units(self, ref: TaskRef, node: str, group: str = "") -> list[str]:

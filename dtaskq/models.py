@@ -220,8 +220,8 @@ class TaskView:
     """The groups of named units the node owns units of -> how many of their units are not
     complete yet (``Client.node_units`` lists the node's units of one)."""
     claimable: bool
-    """The node could be handed a unit: one waits unassigned or kept for it, or (range tasks)
-    is still in a span."""
+    """The node could be handed a unit: one waits unassigned or kept for it, one's lease ran out,
+    or (range tasks) one is still in a span."""
 
 
 @dataclass(frozen=True)
