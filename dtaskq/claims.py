@@ -117,13 +117,19 @@ def claim_batch(
     if len(reply) > 2:
         return _runs(reply)
     if reply[0]:
-        error = UnitNotReady(
-            f"every unit left is backing off; the first is ready in {reply[0]} ms",
-            **error_context(ref, node=node),
-        )
-        error.retry_after_ms = int(reply[0])
-        raise error
+        raise backing_off(ref, node, int(reply[0]))
     return DONE
+
+
+def backing_off(ref: TaskRef, node: str, wait_ms: int) -> UnitNotReady:
+    """The error of a range claim that found only units backing off after a retryable
+    failure, the first ready in ``wait_ms``."""
+    error = UnitNotReady(
+        f"every unit left is backing off; the first is ready in {wait_ms} ms",
+        **error_context(ref, node=node),
+    )
+    error.retry_after_ms = wait_ms
+    return error
 
 
 def claim_one(

@@ -7,9 +7,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from ..claims import backing_off
 from ..client import Client
 from ..errors import InvalidArgument, LeaseLost, UnitWrongNode
-from ..models import ClaimedUnit, ClaimResult, Done, Task
+from ..models import DONE, ClaimedUnit, ClaimResult, Done, Task
 from .gate import Gate
 from .heartbeats import renew
 from .leases import Claim, Claims
@@ -87,15 +88,12 @@ class Recorder:
         After :meth:`units_returned`, claims start as ``claim_first`` (which hands out units
         waiting to be claimed again before anything else) until one yields only units claimed
         for the first time: returned units then run at once rather than when a span ends."""
-        if self._returned.is_set():
-            last = None
-        claimed = self.client.claim(self.ref, self.node, max_units, last)
-        if last is None and (not isinstance(claimed, list) or claimed[0].token == 1):
-            self._returned.clear()
-        if isinstance(claimed, list):
-            for unit in claimed:
-                self._hold(str(unit), unit.token)
-        return claimed
+        result = self.claim_units((), max_units, last)
+        if result.units:
+            return [unit for unit in result.units if isinstance(unit, ClaimedUnit)]
+        if result.retry_after_ms:
+            raise backing_off(self.ref, self.node, result.retry_after_ms)
+        return DONE
 
     def claim_units(
         self,
