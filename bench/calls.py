@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from core import new_parser, parse, positive, publish, run_report, server
+from core import delete_prefix, new_parser, parse, positive, publish, run_report, server
 
 import dtaskq
 
@@ -170,8 +170,7 @@ def main() -> int:
         prefix = f"bench-calls-{time.time_ns()}"
         with dtaskq.Client.from_url(url, prefix=prefix) as client, redis.Redis.from_url(url) as r:
             results = run(client, r, args.calls)
-            for key in r.scan_iter(match=f"*{prefix}*", count=1000):
-                r.delete(key)
+            delete_prefix(r, prefix)
     report = run_report(described, load, {"calls": args.calls}, results, began)
     return publish(report, table(results), args.out)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from core import new_parser, parse, positive, publish, run_report, server, unit_count
+from core import delete_prefix, new_parser, parse, positive, publish, run_report, server, unit_count
 
 import dtaskq
 
@@ -102,8 +102,7 @@ def main() -> int:
         prefix = f"bench-reads-{time.time_ns()}"
         with dtaskq.Client.from_url(url, prefix=prefix) as client, redis.Redis.from_url(url) as r:
             results = run(client, r, args.units, args.nodes, args.reads)
-            for key in r.scan_iter(match=f"*{prefix}*", count=1000):
-                r.delete(key)
+            delete_prefix(r, prefix)
     params = {"units": args.units, "nodes": args.nodes, "reads": args.reads}
     report = run_report(described, load, params, results, began)
     return publish(report, table(results), args.out)
