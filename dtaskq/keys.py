@@ -142,8 +142,3 @@ class Partition:
         """The partition's event stream (capped near 1 000 entries), which the scripts write
         and schedulers read."""
         return f"{self.base}events"
-
-    def sweep_lock_key(self) -> str:
-        """The short-lived lock that the sweep function takes (SET NX PX) when called with a
-        sweeper, so that workers do not sweep this partition at once."""
-        return f"{self.base}sweeping"
