@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar, Unpack
+from collections.abc import Iterable, Sequence
+from typing import TypeVar, Unpack
 
 import redis.asyncio
 import redis.exceptions
@@ -13,15 +12,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from . import claims, ops, reads, urls
-from .calls import (
-    Call,
-    ClientCore,
-    ClientOptions,
-    Retries,
-    Steps,
-    connect_cluster,
-    library_refused,
-)
+from .calls import ClientOptions, connect_cluster
+from .job_aio import AsyncJobMethods
 from .keys import Partition
 from .models import (
     ClaimedUnit,
@@ -40,22 +32,10 @@ from .scripts import LIBRARY
 T = TypeVar("T")
 
 
-def _current_task_id() -> int:
-    """Claims keep one answer per claimer: here, the asyncio task making the call."""
-    return id(asyncio.current_task())
-
-
-class AsyncClient:
+class AsyncClient(AsyncJobMethods):
     """The task API over a ``redis.asyncio`` connection (``Redis`` or ``RedisCluster``); each
     method is the coroutine form of the :class:`dtaskq.Client` method of the same name, with
     the same guarantees and errors."""
-
-    def __init__(
-        self, connection: redis.asyncio.Redis | RedisCluster, **options: Unpack[ClientOptions]
-    ) -> None:
-        self._core = ClientCore(connection, options, claimer=_current_task_id)
-        self.redis = connection
-        self._send: Callable[..., Any] = connection.execute_command
 
     @classmethod
     def from_url(
@@ -91,60 +71,6 @@ class AsyncClient:
         """See :meth:`dtaskq.Client.ping`."""
         await self._drive(ops.ping())
         return LIBRARY.name
-
-    async def _load(self) -> None:
-        try:
-            await self.redis.function_load(LIBRARY.source, replace=True)
-        except redis.exceptions.NoPermissionError as exc:
-            raise library_refused(exc) from exc
-
-    async def _run(
-        self, what: str, context: dict[str, Any], attempt: Callable[[], Awaitable[T]]
-    ) -> T:
-        """``await attempt()``, retried and translated as every server call is."""
-        try:
-            return await attempt()
-        except Exception as exc:
-            return await self._recover(what, context, exc, attempt)
-
-    async def _recover(
-        self,
-        what: str,
-        context: dict[str, Any],
-        failure: BaseException,
-        attempt: Callable[[], Awaitable[T]],
-    ) -> T:
-        plan = Retries(self._core.attempts)
-        while True:
-            wait = plan.after(failure, what, context)
-            try:
-                if wait is None:
-                    await self._load()
-                elif wait:
-                    await asyncio.sleep(wait)
-                return await attempt()
-            except Exception as exc:
-                failure = exc
-
-    async def _execute(self, call: Call) -> Any:
-        command = call.command()
-        try:
-            return await self._send(*command)
-        except Exception as exc:
-            return await self._recover(
-                call.function.name,
-                call.context,
-                exc,
-                lambda: self._send(*command),
-            )
-
-    async def _drive(self, steps: Steps[T]) -> T:
-        try:
-            call = next(steps)
-            while True:
-                call = steps.send(await self._execute(call))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
 
     async def add_task(
         self,

@@ -55,8 +55,10 @@ class Call:
         return (verb, fn.server_name, len(self.keys), *self.keys, *self.args)
 
 
-Steps = Generator[Call, Any, T]
-"""An operation: yields the calls it needs, receives their replies, returns its result."""
+Steps = Generator[Call | list[Call], Any, T]
+"""An operation: yields the calls it needs, receives their replies, returns its result. A
+yielded list of calls is sent at once (pipelined) and answered by the list of their replies;
+each of them must be safe to send again whole (an enqueue of ids that exist is a no-op)."""
 
 _REGISTER = function("register_namespace")
 
@@ -83,6 +85,7 @@ class Router:
             for ns, n in partitions.items()
         }
         self._known: dict[str, list[keys.Partition]] = {}
+        self._queues: dict[str, list[keys.QueuePartition]] = {}
 
     def wanted(self, namespace: str) -> int:
         """The partition count this client gives a namespace at its first ``add_task``."""
@@ -113,6 +116,39 @@ class Router:
                 keys.Partition(self.prefix, namespace, i) for i in range(count)
             ]
         return count
+
+    def queue_partitions(
+        self, queue: str, register: bool = True
+    ) -> Steps[list[keys.QueuePartition]]:
+        """Every partition of a job queue. ``register`` fixes the queue's partition count at
+        its first use (as ``register`` does for a namespace); without it a queue that never
+        had a job has none. Known counts are cached: enqueueing asks the server once."""
+        known = self._queues.get(queue)
+        if known is None:
+            call = Call(
+                _REGISTER,
+                [keys.queues_key(self.prefix)],
+                [queue, self.wanted(queue) if register else 0],
+                {"namespace": queue},
+            )
+            count = int((yield call))
+            if not count:
+                return []
+            known = self._queues[queue] = [
+                keys.QueuePartition(self.prefix, queue, i) for i in range(count)
+            ]
+        return known
+
+    def queue_partition(
+        self, queue: str, job_id: str, register: bool = True
+    ) -> Steps[keys.QueuePartition | None]:
+        """The partition holding job ``job_id``; None for a queue that never had a job."""
+        parts = self._queues.get(queue)
+        if parts is None:
+            parts = yield from self.queue_partitions(queue, register)
+            if not parts:
+                return None
+        return parts[keys.partition_of(job_id, len(parts))]
 
     def partitions(self, namespace: str) -> Steps[list[keys.Partition]]:
         """Every partition of the namespace; none before its first task."""
@@ -206,6 +242,17 @@ def translate(exc: BaseException, context: Mapping[str, Any], what: str) -> Dtas
     if isinstance(exc, (rex.ConnectionError, rex.RedisClusterException)):
         return ConfigurationError(f"{what}: {exc}", **context)
     return ServerError(f"{what}: {type(exc).__name__}: {exc}", **context)
+
+
+def raise_first_error(calls: list[Call], replies: list[Any]) -> list[Any]:
+    """The replies of a pipeline of calls; raises the first error among them (a script's
+    rejection translated for its call, the others as the retry plan sees them)."""
+    for call, reply in zip(calls, replies, strict=True):
+        if isinstance(reply, Exception):
+            if is_transient(reply) or is_missing_library(reply):
+                raise reply
+            raise translate(reply, call.context, call.function.name) from reply
+    return replies
 
 
 def library_refused(exc: BaseException) -> ConfigurationError:

@@ -15,7 +15,7 @@ from .calls import (
     ClientOptions,
     connect_cluster,
 )
-from .connected import Connected
+from .job_client import JobMethods
 from .keys import Partition
 from .models import (
     ClaimedUnit,
@@ -34,7 +34,7 @@ from .scripts import LIBRARY
 T = TypeVar("T")
 
 
-class Client(Connected):
+class Client(JobMethods):
     """The task API over one Redis server or Redis Cluster.
 
     Every method validates its arguments before any Redis call (``InvalidArgument``), runs

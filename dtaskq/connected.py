@@ -12,7 +12,15 @@ from typing import Any, TypeVar, Unpack
 import redis
 from redis.cluster import RedisCluster
 
-from .calls import Call, ClientCore, ClientOptions, Retries, Steps, library_refused
+from .calls import (
+    Call,
+    ClientCore,
+    ClientOptions,
+    Retries,
+    Steps,
+    library_refused,
+    raise_first_error,
+)
 from .scripts import LIBRARY
 
 T = TypeVar("T")
@@ -124,10 +132,22 @@ class Connected:
                 lambda: self._send(*command),
             )
 
+    def _execute_many(self, calls: list[Call]) -> list[Any]:
+        def attempt() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.execute_command(*call.command())
+            return raise_first_error(calls, pipe.execute(raise_on_error=False))
+
+        return self._run(calls[0].function.name, calls[0].context, attempt)
+
     def _drive(self, steps: Steps[T]) -> T:
         try:
             call = next(steps)
             while True:
-                call = steps.send(self._execute(call))
+                if isinstance(call, list):
+                    call = steps.send(self._execute_many(call))
+                else:
+                    call = steps.send(self._execute(call))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]

@@ -23,6 +23,8 @@ class DtaskqError(Exception):
         version: int | None = None,
         unit: str | None = None,
         node: str | None = None,
+        queue: str | None = None,
+        job_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -31,6 +33,8 @@ class DtaskqError(Exception):
         self.version = version
         self.unit = unit
         self.node = node
+        self.queue = queue
+        self.job_id = job_id
 
 
 class InvalidArgument(DtaskqError, ValueError):
@@ -139,6 +143,38 @@ class ConfigurationError(DtaskqError):
 class ServerError(DtaskqError):
     """The server answered in a way dtaskq does not expect (a Lua runtime error, an unknown
     error reply); the message carries the server's text."""
+
+
+class JobError(DtaskqError):
+    """Base of the outcomes of one job that ``Job.result()`` raises; ``queue`` and ``job_id``
+    name it."""
+
+    def __init__(self, message: str, *, error: str = "", **context: Any) -> None:
+        super().__init__(message, **context)
+        self.error = error
+        """The error the job ended with (its handler's, or why the queue ended it)."""
+
+
+class JobFailed(JobError):
+    """``Job.result()`` of a job that failed for good: its attempts ran out, its handler raised
+    ``Fail``, or it could not run (unknown handler, undecodable arguments)."""
+
+
+class DeadlineExceeded(JobFailed):
+    """``Job.result()`` of a job whose deadline passed before it started, so it never ran."""
+
+
+class JobCancelled(JobError):
+    """``Job.result()`` of a cancelled job."""
+
+
+class JobNotFound(JobError, PermanentRejection):
+    """No job of that id: never enqueued, dropped at its deadline, or its record expired (its
+    result TTL passed, or was 0)."""
+
+
+class JobTimeout(JobError, TimeoutError):
+    """``Job.result(timeout=...)`` gave up waiting; the job itself goes on."""
 
 
 _BY_CODE: dict[str, type[DtaskqError]] = {

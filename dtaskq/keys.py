@@ -142,3 +142,73 @@ class Partition:
         """The partition's event stream (capped near 1 000 entries), which the scripts write
         and schedulers read."""
         return f"{self.base}events"
+
+
+def queues_key(prefix: str) -> str:
+    """The queue registry hash: queue -> partition count, fixed at the queue's first job."""
+    return f"{prefix}:queues"
+
+
+QUEUE_KEY_KINDS = (
+    "job:<id>",
+    "done:<id>",
+    "lanes",
+    "ready:<priority>",
+    "due:<priority>",
+    "scheduled",
+    "leases",
+    "dead",
+    "wake",
+    "conf",
+    "answers",
+    "sweeping",
+)
+"""Kinds of the keys of a queue partition (docs/jobs.md); ``lua/include/jobs.lua`` derives
+them from the one key a job function is called with."""
+
+
+@dataclass(frozen=True)
+class QueuePartition:
+    """One partition of a job queue, ``{<prefix>:q:<queue>:<p>}``; a job of id ``j`` lives in
+    partition ``crc32(j) mod P``. The ``q`` keeps queue keys apart from the keys of a
+    namespace of the same name (a namespace tag holds two colons, a queue tag three)::
+
+        {<prefix>:q:<queue>:<p>}:job:<id>        hash    the job (fields: docs/jobs.md)
+        {<prefix>:q:<queue>:<p>}:done:<id>       list    a marker pushed when an awaited job
+                                                         ends; result() blocks on it
+        {<prefix>:q:<queue>:<p>}:lanes           zset    non-empty lanes -> rank
+        {<prefix>:q:<queue>:<p>}:ready:<prio>    list    ready jobs of a priority, FIFO
+        {<prefix>:q:<queue>:<p>}:due:<prio>      zset    ready jobs with a deadline -> deadline
+        {<prefix>:q:<queue>:<p>}:scheduled       zset    delayed and backing-off jobs -> due ms
+        {<prefix>:q:<queue>:<p>}:leases          zset    running jobs -> lease end ms
+        {<prefix>:q:<queue>:<p>}:dead            zset    dead-letter set: job -> failed at ms
+        {<prefix>:q:<queue>:<p>}:wake            list    the wake marker (at most one element)
+        {<prefix>:q:<queue>:<p>}:conf            hash    queue options (aging)
+        {<prefix>:q:<queue>:<p>}:answers         hash    claimer -> its last claim's answer
+        {<prefix>:q:<queue>:<p>}:sweeping        string  the sweep lock
+    """
+
+    prefix: str
+    queue: str
+    index: int
+
+    @property
+    def base(self) -> str:
+        """The hash-tagged start shared by every key of this partition."""
+        return f"{{{self.prefix}:q:{self.queue}:{self.index}}}:"
+
+    def lanes_key(self) -> str:
+        """The key that every partition-wide job function is called with."""
+        return f"{self.base}lanes"
+
+    def job_key(self, job_id: str) -> str:
+        """A job's hash: the key that every one-job function is called with."""
+        return f"{self.base}job:{job_id}"
+
+    def done_key(self, job_id: str) -> str:
+        """The list an awaited job's end is pushed to; ``Job.result`` blocks on it."""
+        return f"{self.base}done:{job_id}"
+
+    def wake_key(self) -> str:
+        """The wake marker idle workers block on (``BLPOP``)."""
+        return f"{self.base}wake"

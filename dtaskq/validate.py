@@ -83,6 +83,18 @@ def integer(value: Any, what: str, minimum: int, maximum: int = MAX_INT) -> int:
     return value
 
 
+def seconds(value: Any, what: str, minimum: float = 0.0) -> float:
+    """A finite number of seconds (int or float, not a bool), at least ``minimum``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        raise InvalidArgument(f"{what} must be seconds >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
 def flag(value: Any, what: str) -> bool:
     """A bool."""
     if not isinstance(value, bool):

@@ -1,0 +1,131 @@
+"""Client-side checks and encoding of jobs: a :class:`JobSpec` becomes the ARGV record of
+``lua/enqueue_jobs.lua``, or an ``InvalidArgument`` before any Redis call."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgpack
+
+from . import validate
+from .calls import Arg, request_id
+from .errors import InvalidArgument
+from .job_models import Backoff, Duration, JobSpec
+
+MAX_PRIORITY = 1000
+MAX_ATTEMPTS = 1000
+MAX_KEY_BYTES = validate.MAX_ID_BYTES - 1
+"""An idempotency key ``k`` names its job ``=k``, which must be a valid id."""
+DEFAULT_BACKOFF = Backoff()
+
+
+def duration_ms(value: Any, what: str, minimum: int = 0) -> int:
+    """Milliseconds of a duration given in seconds (int or float) or as a ``timedelta``."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidArgument(f"{what} must be seconds or a timedelta, got {value!r}")
+    if not math.isfinite(seconds) or seconds * 1000 < minimum or seconds * 1000 > validate.MAX_INT:
+        raise InvalidArgument(f"{what} must be at least {minimum / 1000:g} s, got {value!r}")
+    return max(minimum, round(seconds * 1000))
+
+
+def epoch_ms(value: Any, what: str) -> int:
+    """Milliseconds since the epoch of an aware datetime."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidArgument(f"{what} must be a timezone-aware datetime, got {value!r}")
+    ms = round(value.timestamp() * 1000)
+    if ms < 0:
+        raise InvalidArgument(f"{what} must be after 1970, got {value!r}")
+    return ms
+
+
+def backoff(value: Any) -> Backoff:
+    """A :class:`Backoff`, or one whose first wait is the duration given."""
+    if not isinstance(value, Backoff):
+        return Backoff(first=duration_ms(value, "backoff", 1) / 1000)
+    first = duration_ms(value.first, "backoff first", 1)
+    if duration_ms(value.maximum, "backoff maximum", first) < first:
+        raise InvalidArgument("backoff maximum must not be below its first wait")
+    return value
+
+
+def encode_backoff(value: Backoff) -> str:
+    """``"<first ms>,<max ms>"``, or "" for the default."""
+    if value == DEFAULT_BACKOFF:
+        return ""
+    return f"{round(value.first * 1000)},{round(value.maximum * 1000)}"
+
+
+def decode_backoff(value: bytes) -> Backoff:
+    """The :class:`Backoff` that :func:`encode_backoff` stored."""
+    if not value:
+        return DEFAULT_BACKOFF
+    first, maximum = value.split(b",")
+    return Backoff(int(first) / 1000, int(maximum) / 1000)
+
+
+def encode_arguments(args: Any, kwargs: Any, handler: str) -> bytes:
+    """msgpack of ``[args, kwargs]``; never pickle."""
+    if not isinstance(args, (tuple, list)):
+        raise InvalidArgument(f"args of a {handler} job must be a tuple or list, got {args!r}")
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidArgument(f"kwargs of a {handler} job must be a dict with str keys")
+    return pack([list(args), kwargs], f"the arguments of a {handler} job")
+
+
+def pack(value: Any, what: str) -> bytes:
+    """msgpack of ``value``; ``InvalidArgument`` names what could not be encoded."""
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"{what} cannot be encoded with msgpack: {exc}") from exc
+
+
+def job_id(key: str | None) -> str:
+    """The id of a new job: ``=<key>`` for an idempotency key, else a fresh unique id."""
+    if key is None:
+        return request_id()
+    if not validate.is_ident(key) or validate.utf8_size(key) > MAX_KEY_BYTES:
+        raise InvalidArgument(
+            f"idempotency_key must be 1-{MAX_KEY_BYTES} bytes without braces, whitespace or "
+            f"control characters, got {key!r}"
+        )
+    return "=" + key
+
+
+def record(spec: Any) -> list[Arg]:
+    """The 12 ARGV values of one job (``lua/enqueue_jobs.lua``), its id first."""
+    if not isinstance(spec, JobSpec):
+        raise InvalidArgument(f"enqueue_many takes JobSpec values, got {spec!r}")
+    handler = validate.ident(spec.handler, "handler")
+    priority = validate.integer(spec.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    if spec.delay is not None and spec.run_at is not None:
+        raise InvalidArgument("a job takes delay or run_at, not both")
+    if spec.on_deadline not in ("fail", "drop"):
+        raise InvalidArgument(f"on_deadline must be 'fail' or 'drop', got {spec.on_deadline!r}")
+    ttl = duration_ms(spec.result_ttl, "result_ttl")
+    return [
+        job_id(spec.idempotency_key),
+        handler,
+        encode_arguments(spec.args, spec.kwargs, handler),
+        priority,
+        _optional(spec.delay, duration_ms, "delay"),
+        _optional(spec.run_at, epoch_ms, "run_at"),
+        _optional(spec.deadline, epoch_ms, "deadline"),
+        "1" if spec.on_deadline == "drop" else "0",
+        _optional(spec.timeout, lambda v, w: duration_ms(v, w, 1), "timeout"),
+        validate.integer(spec.max_attempts, "max_attempts", 1, MAX_ATTEMPTS),
+        encode_backoff(backoff(spec.backoff)),
+        ttl,
+    ]
+
+
+def _optional(value: Duration | datetime | None, convert: Any, what: str) -> str | int:
+    return "" if value is None else int(convert(value, what))

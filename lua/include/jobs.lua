@@ -1,0 +1,221 @@
+-- Jobs (docs/jobs.md): the keys of a queue partition, its lanes, and the moves of one job
+-- between them. A job is one hash, `<base>job:<id>`, whose fields are named by one letter to
+-- keep a pending job small; fields at their default value are not stored:
+--   h handler   a arguments (msgpack)   s status   e enqueued at (server ms)
+--   p priority (0)   r run at   d deadline   D "1": drop the job at its deadline, else fail it
+--   t timeout ms   m max attempts (1)   b backoff "<first ms>,<max ms>"   T result ttl ms
+--   k idempotency key   n claims made (the fencing token)   f failed attempts
+--   l leases lost   w node   S started at   F finished at   x error   o result (msgpack)
+--   W "1": a caller waits for the result (rule J9)
+-- @requires args
+
+local JOB_SCHEDULED, JOB_QUEUED, JOB_RUNNING = 'S', 'Q', 'R'
+local JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED = 'C', 'F', 'X'
+local JOB_DEFAULT_LEASE_MS, JOB_LEASE_GRACE_MS = 30000, 5000
+local JOB_DEFAULT_RESULT_TTL_MS, JOB_DEAD_TTL_MS = 86400000, 604800000
+local JOB_DEFAULT_AGING_MS, JOB_MAX_LEASES_LOST = 1000, 8
+local JOB_MAX_PRIORITY = 1000
+
+-- The keys of a queue partition, from any of its keys that ends in `suffix`.
+local function queue_keys(key, suffix)
+  local base = string.sub(key, 1, #key - #suffix)
+  return {
+    base = base, lanes = base .. 'lanes', scheduled = base .. 'scheduled',
+    leases = base .. 'leases', dead = base .. 'dead', wake = base .. 'wake',
+    conf = base .. 'conf', answers = base .. 'answers', sweeping = base .. 'sweeping',
+  }
+end
+
+-- The keys of a partition-wide operation, called with the partition's `lanes` key.
+local function lanes_keys(KEYS)
+  local key = KEYS[1]
+  if type(key) ~= 'string' or #key <= 5 or string.sub(key, -5) ~= 'lanes' then
+    fail('INVALID_ARGUMENT', 'KEYS[1] must be the lanes key of a queue partition')
+  end
+  return queue_keys(key, 'lanes')
+end
+
+-- The keys of a one-job operation, called with the job's hash `<base>job:<id>`.
+local function job_call_keys(KEYS, id)
+  local key, suffix = KEYS[1], 'job:' .. id
+  if type(key) ~= 'string' or #key <= #suffix or string.sub(key, -#suffix) ~= suffix then
+    fail('INVALID_ARGUMENT', 'KEYS[1] must be the hash of job ' .. id)
+  end
+  return queue_keys(key, suffix)
+end
+
+local function job_key(q, id) return q.base .. 'job:' .. id end
+
+-- A lane holds the ready jobs of one priority: `ready:<p>`, a list in enqueue order, or
+-- `due:<p>`, jobs with a deadline by deadline (EDF). `lanes` scores each non-empty lane by
+-- its rank: 2p, or 2p + 1 for a deadline lane, which goes first within its priority.
+local function lane_of(priority, deadline)
+  if deadline then return 'd' .. priority, 2 * priority + 1 end
+  return 'f' .. priority, 2 * priority
+end
+
+local function lane_key(q, lane)
+  if string.sub(lane, 1, 1) == 'd' then return q.base .. 'due:' .. string.sub(lane, 2) end
+  return q.base .. 'ready:' .. string.sub(lane, 2)
+end
+
+-- Makes job `id` ready: at the tail of its lane, or at its head when `front` (a job that had
+-- already reached the front: released, or back from a lost lease).
+local function job_push_ready(q, id, priority, deadline, front)
+  local lane, rank = lane_of(priority, deadline)
+  local size
+  if deadline then
+    redis.call('ZADD', q.base .. 'due:' .. priority, deadline, id)
+    size = redis.call('ZCARD', q.base .. 'due:' .. priority)
+  elseif front then
+    size = redis.call('LPUSH', q.base .. 'ready:' .. priority, id)
+  else
+    size = redis.call('RPUSH', q.base .. 'ready:' .. priority, id)
+  end
+  if size == 1 then redis.call('ZADD', q.lanes, rank, lane) end
+end
+
+-- Removes a job that is still waiting in its lane (a cancel, an expired deadline).
+local function job_leave_lane(q, id, priority, deadline)
+  local lane = lane_of(priority, deadline)
+  local key = lane_key(q, lane)
+  if deadline then redis.call('ZREM', key, id) else redis.call('LREM', key, 1, id) end
+  if redis.call('EXISTS', key) == 0 then redis.call('ZREM', q.lanes, lane) end
+end
+
+-- Wakes one idle worker (rule J8): the marker list holds at most one element.
+local function job_wake(q)
+  if redis.call('LLEN', q.wake) == 0 then redis.call('RPUSH', q.wake, '1') end
+end
+
+local function opt_num(value)
+  if value then return tonumber(value) end
+  return nil
+end
+
+-- Ends a job: its record lives `ttl` more ms (0: deleted now), and callers waiting for its
+-- result are woken (rule J9).
+local function job_finish(q, id, waiting, ttl)
+  local key = job_key(q, id)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('DEL', key) end
+  if waiting then
+    local done = q.base .. 'done:' .. id
+    redis.call('RPUSH', done, '1')
+    redis.call('PEXPIRE', done, math.max(ttl, 1000))
+  end
+end
+
+local function job_result_ttl(t)
+  return opt_num(t) or JOB_DEFAULT_RESULT_TTL_MS
+end
+
+-- Fails a job for good: into the dead-letter set unless `dead` is false (a missed deadline).
+local function job_fail(q, id, now, error_text, result_ttl, waiting, dead)
+  local key = job_key(q, id)
+  redis.call('HSET', key, 's', JOB_FAILED, 'F', now, 'x', error_text)
+  redis.call('HDEL', key, 'W')
+  if dead then
+    redis.call('ZADD', q.dead, now, id)
+    redis.call('PEXPIRE', key, JOB_DEAD_TTL_MS)
+    if waiting then job_finish(q, id, true, JOB_DEAD_TTL_MS) end
+  else
+    job_finish(q, id, waiting, job_result_ttl(result_ttl))
+  end
+end
+
+-- A job whose deadline passed before it started is not run (rule J4): it is deleted when it
+-- asked to be dropped, else it fails with DeadlineExceeded.
+local function job_miss_deadline(q, id, now, drop, result_ttl, waiting)
+  if drop then
+    redis.call('DEL', job_key(q, id))
+    if waiting then job_finish(q, id, true, 0) end
+  else
+    job_fail(q, id, now, 'DeadlineExceeded: the deadline passed before the job started',
+      result_ttl, waiting, false)
+  end
+end
+
+-- Moves due scheduled jobs (delays, retry backoffs) to their lanes, at most `limit`; returns
+-- how many were moved and whether more are due.
+local function job_promote(q, now, limit)
+  local due = redis.call('ZRANGE', q.scheduled, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local f = redis.call('HMGET', job_key(q, id), 'p', 'd')
+    redis.call('HSET', job_key(q, id), 's', JOB_QUEUED)
+    job_push_ready(q, id, tonumber(f[1] or '0'), opt_num(f[2]), false)
+  end
+  if #due > 0 then redis.call('ZREM', q.scheduled, unpack(due)) end
+  return #due, #due == limit
+end
+
+-- Ms until the earliest scheduled job is due (0 if one is due now), or -1 if none is.
+local function job_next_due(q, now)
+  local first = redis.call('ZRANGE', q.scheduled, 0, 0, 'WITHSCORES')
+  if #first == 0 then return -1 end
+  return math.max(0, tonumber(first[2]) - now)
+end
+
+local function job_lease_ms(timeout)
+  if timeout then return timeout + JOB_LEASE_GRACE_MS end
+  return JOB_DEFAULT_LEASE_MS
+end
+
+-- Settles one attempt that `node` ran under claim `token` (rule J6): 'c' completed with result
+-- `value`; 'f' failed with error `value`, retried after `delay` ms while attempts remain; 'F'
+-- failed for good. Returns true when accepted, false when the claim is no longer the job's
+-- (its lease was lost, the job was cancelled, or this is a retry of a settled report).
+local function job_settle(q, node, id, token, code, delay, value, now)
+  local key = job_key(q, id)
+  local f = redis.call('HMGET', key, 's', 'n', 'w', 'T', 'W', 'm', 'f', 'p', 'd')
+  if f[1] ~= JOB_RUNNING or tonumber(f[2]) ~= token or f[3] ~= node then return false end
+  redis.call('ZREM', q.leases, id)
+  local waiting = f[5] ~= false
+  if code == 'c' then
+    redis.call('HSET', key, 's', JOB_COMPLETED, 'F', now, 'o', value)
+    redis.call('HDEL', key, 'W')
+    job_finish(q, id, waiting, job_result_ttl(f[4]))
+    return true
+  end
+  local failures = tonumber(f[7] or '0') + 1
+  if code == 'F' or failures >= tonumber(f[6] or '1') then
+    redis.call('HSET', key, 'f', failures)
+    job_fail(q, id, now, value, f[4], waiting, true)
+  elseif delay > 0 then
+    redis.call('HSET', key, 's', JOB_SCHEDULED, 'f', failures, 'x', value)
+    redis.call('ZADD', q.scheduled, now + delay, id)
+    if redis.call('ZRANGE', q.scheduled, 0, 0)[1] == id then job_wake(q) end
+  else
+    redis.call('HSET', key, 's', JOB_QUEUED, 'f', failures, 'x', value)
+    job_push_ready(q, id, tonumber(f[8] or '0'), opt_num(f[9]), false)
+    job_wake(q)
+  end
+  return true
+end
+
+-- The settle reports of a call: quintuples (job id, token, code, delay ms, value) from ARGV
+-- index `first`, checked before anything is written.
+local function job_settle_args(ARGV, first)
+  if (#ARGV - first + 1) % 5 ~= 0 then
+    fail('INVALID_ARGUMENT', 'settle reports are (job id, token, code, delay ms, value) quintuples')
+  end
+  for i = first, #ARGV, 5 do
+    arg_id(ARGV[i], 'job id')
+    arg_int(ARGV[i + 1], 'token', 1, 9007199254740992)
+    local code = ARGV[i + 2]
+    if code ~= 'c' and code ~= 'f' and code ~= 'F' then
+      fail('INVALID_ARGUMENT', 'a settle code is c, f or F')
+    end
+    arg_int(ARGV[i + 3], 'retry delay ms', 0, 9007199254740992)
+  end
+end
+
+-- ARGV of heartbeat_jobs and release_jobs: a node id, then (job id, token) pairs.
+local function job_claim_args(ARGV)
+  local node = arg_id(ARGV[1], 'node id')
+  if #ARGV % 2 ~= 1 then fail('INVALID_ARGUMENT', 'claims are (job id, token) pairs') end
+  for i = 2, #ARGV, 2 do
+    arg_id(ARGV[i], 'job id')
+    arg_int(ARGV[i + 1], 'token', 1, 9007199254740992)
+  end
+  return node
+end
