@@ -139,11 +139,16 @@ class AsyncJobMethods(AsyncConnected):
             job_ops.sweep_jobs(self._core.router, part, limit, sweeper, lock_ms)
         )
 
-    async def wait_for_jobs(self, parts: Sequence[QueuePartition], timeout: float) -> bool:
+    async def wait_for_jobs(
+        self, parts: Sequence[QueuePartition], timeout: float
+    ) -> QueuePartition | None:
         """See :meth:`dtaskq.Client.wait_for_jobs`."""
         validate.seconds(timeout, "timeout", 0.001)
         wake = [part.wake_key() for part in parts]
         popped: Any = await self._run(
             "wait_for_jobs", {}, lambda: self._send("BLPOP", *wake, timeout)
         )
-        return popped is not None
+        if popped is None:
+            return None
+        key = popped[0].decode() if isinstance(popped[0], bytes) else popped[0]
+        return next(part for part in parts if part.wake_key() == key)

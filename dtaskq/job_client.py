@@ -191,10 +191,16 @@ class JobMethods(Connected):
         """One bounded sweep of a queue partition (docs/jobs.md, rule J11)."""
         return self._drive(job_ops.sweep_jobs(self._core.router, part, limit, sweeper, lock_ms))
 
-    def wait_for_jobs(self, parts: Sequence[QueuePartition], timeout: float) -> bool:
+    def wait_for_jobs(
+        self, parts: Sequence[QueuePartition], timeout: float
+    ) -> QueuePartition | None:
         """Blocks up to ``timeout`` seconds on the wake markers of ``parts`` (on a cluster,
-        partitions of one slot); True when one was taken: jobs may be ready."""
+        partitions of one slot); the partition whose marker it took (jobs may be ready there), or
+        None when the time ran out."""
         validate.seconds(timeout, "timeout", 0.001)
         wake = [part.wake_key() for part in parts]
         popped: Any = self._run("wait_for_jobs", {}, lambda: self._send("BLPOP", *wake, timeout))
-        return popped is not None
+        if popped is None:
+            return None
+        key = popped[0].decode() if isinstance(popped[0], bytes) else popped[0]
+        return next(part for part in parts if part.wake_key() == key)

@@ -59,6 +59,16 @@ class Backoff:
         return int(ceiling * 1000 * random.uniform(0.5, 1.0))
 
 
+DEFAULT_LEASE_MS = 30_000
+LEASE_GRACE_MS = 5_000
+
+
+def job_lease_ms(timeout_ms: int | None) -> int:
+    """How long a claim of a job lasts before a heartbeat renews it: its timeout plus 5 s, or
+    30 s for a job without one (the claim function sets it: ``lua/include/jobs.lua``)."""
+    return timeout_ms + LEASE_GRACE_MS if timeout_ms else DEFAULT_LEASE_MS
+
+
 Duration = float | timedelta
 """Seconds (int or float) or a ``timedelta``."""
 

@@ -1,4 +1,5 @@
-"""``dtaskq worker``: serves namespaces on this node through a provider."""
+"""``dtaskq worker``: serves namespaces through a provider and job queues through their
+handlers on this node."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .. import validate
 from ..errors import InvalidArgument
+from ..handlers import Handler, Registry
 from .args import (
     CommandError,
     add_connect_timeout,
@@ -26,6 +29,18 @@ if TYPE_CHECKING:
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def _import(option: str, spec: str, module_name: str) -> ModuleType:
+    """Imports ``module_name`` for ``option``; a missing module is a :class:`CommandError`,
+    an error raised while the module itself runs propagates with its traceback."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing != module_name and not module_name.startswith(f"{missing}."):
+            raise
+        raise CommandError(f"{option} {spec}: no module named {missing!r}") from None
+
+
 def load_factory(spec: str) -> Callable[[str], Any]:
     """The provider factory named ``module:attribute``.
 
@@ -35,17 +50,42 @@ def load_factory(spec: str) -> Callable[[str], Any]:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise CommandError(f"--provider must be MODULE:FACTORY, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing != module_name and not module_name.startswith(f"{missing}."):
-            raise
-        raise CommandError(f"--provider {spec}: no module named {missing!r}") from None
+    module = _import("--provider", spec, module_name)
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise CommandError(f"--provider {spec}: {module_name} has no callable {attribute!r}")
     return factory  # type: ignore[no-any-return]
+
+
+def load_handlers(specs: list[str]) -> Registry:
+    """The handlers named by ``--handlers`` options: ``module:registry`` names a
+    :class:`~dtaskq.Registry`; a bare ``module`` gives every registry and handler it holds.
+    Raises :class:`CommandError` when one names nothing to serve or two share a name."""
+    merged = Registry()
+    for spec in specs:
+        module_name, sep, attribute = spec.partition(":")
+        if not module_name or (sep and not attribute):
+            raise CommandError(f"--handlers must be MODULE or MODULE:REGISTRY, got {spec!r}")
+        module = _import("--handlers", spec, module_name)
+        if sep:
+            found = getattr(module, attribute, None)
+            if not isinstance(found, Registry):
+                raise CommandError(
+                    f"--handlers {spec}: {module_name}.{attribute} is not a Registry"
+                )
+            values: list[Any] = [found]
+        else:
+            values = list(vars(module).values())
+        handlers = [h for v in values if isinstance(v, Registry) for h in v]
+        handlers += [v for v in values if isinstance(v, Handler)]
+        if not handlers:
+            raise CommandError(f"--handlers {spec}: no handlers registered there")
+        for handler in handlers:
+            try:
+                merged.add(handler)
+            except InvalidArgument as exc:
+                raise CommandError(f"--handlers {spec}: {exc.message}") from None
+    return merged
 
 
 def _search_current_directory() -> None:
@@ -65,18 +105,27 @@ def run(args: argparse.Namespace) -> int:
 
     url = url_of(args)
     _search_current_directory()
-    factory = load_factory(args.provider)
+    if bool(args.namespace) != bool(args.provider):
+        raise CommandError("--namespace and --provider go together")
+    if bool(args.queue) != bool(args.handlers):
+        raise CommandError("--queue and --handlers go together")
+    if not args.namespace and not args.queue:
+        raise CommandError("serve --namespace with a --provider, or --queue with --handlers")
+    factory = load_factory(args.provider) if args.provider else None
+    registry = load_handlers(args.handlers) if args.handlers else None
     node = args.node_id or default_node_id()
     # The first call also loads the function library when the server lacks it and this user
     # may: a user who may not is told so now rather than at the first claim.
     client, _ = reach(url, args.connect_timeout, Client.ping, prefix=args.prefix)
     with client:
         configure(args.log_level, node)
-        providers = {namespace: factory(namespace) for namespace in args.namespace}
+        providers = {ns: factory(ns) for ns in args.namespace or []} if factory else {}
         try:
             worker = Worker(
                 client,
                 providers,
+                handlers=registry,
+                queues=args.queue,
                 node_id=node,
                 concurrency=args.concurrency,
                 lease_ms=args.lease_ms,
@@ -91,26 +140,38 @@ def add_parser(commands: Commands) -> None:
     """Adds ``worker`` to the subcommands ``commands`` (argparse's subparsers action)."""
     worker = commands.add_parser(
         "worker",
-        help="serve namespaces on this node",
-        description="Runs tasks of the given namespaces through a provider until SIGTERM or "
-        "SIGINT; then running units get --grace-ms to finish and the rest are released to "
-        "other nodes. A second signal exits at once. The server must answer within "
-        "--connect-timeout at start-up; later outages are ridden out.",
+        help="serve namespaces and job queues on this node",
+        description="Runs tasks of the given namespaces through a provider, and jobs of the "
+        "given queues through their handlers, until SIGTERM or SIGINT; then running units "
+        "and jobs get --grace-ms to finish and the rest are released to other nodes. A "
+        "second signal exits at once. The server must answer within --connect-timeout at "
+        "start-up; later outages are ridden out.",
     )
     add_url(worker)
     worker.add_argument(
         "--namespace",
         action="append",
-        required=True,
         type=checked(validate.namespace),
-        help="a namespace to serve (repeatable)",
+        help="a namespace to serve (repeatable; needs --provider)",
     )
     worker.add_argument(
         "--provider",
-        required=True,
         metavar="MODULE:FACTORY",
         help="a callable taking a namespace and returning its provider; MODULE may be in "
         "the current directory",
+    )
+    worker.add_argument(
+        "--queue",
+        action="append",
+        type=checked(validate.namespace),
+        help="a job queue to serve (repeatable; needs --handlers)",
+    )
+    worker.add_argument(
+        "--handlers",
+        action="append",
+        metavar="MODULE[:REGISTRY]",
+        help="job handlers: a module (every dtaskq.Registry and handler in it) or one "
+        "Registry of a module (repeatable); MODULE may be in the current directory",
     )
     worker.add_argument(
         "--prefix",
@@ -125,7 +186,12 @@ def add_parser(commands: Commands) -> None:
         "workers, since sticky units and barrier acks wait for their node to come back "
         "(default: the host name; pin one per worker when several run on one host)",
     )
-    worker.add_argument("--concurrency", type=at_least(1), default=8, help="units run at once (8)")
+    worker.add_argument(
+        "--concurrency",
+        type=at_least(1),
+        default=8,
+        help="units run at once, and jobs run at once (8 each)",
+    )
     worker.add_argument(
         "--lease-ms",
         type=at_least(1),
@@ -137,7 +203,7 @@ def add_parser(commands: Commands) -> None:
         "--grace-ms",
         type=at_least(0),
         default=30_000,
-        help="time running units get on SIGTERM (30000)",
+        help="time running units and jobs get on SIGTERM (30000)",
     )
     add_connect_timeout(worker, "the worker")
     worker.add_argument(

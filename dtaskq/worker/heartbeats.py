@@ -60,8 +60,10 @@ class Heartbeats(Loop):
         *,
         max_lease_ms: int,
         on_stopped: Callable[[set[TaskRef]], None],
+        renew_jobs: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        self._renew_jobs = renew_jobs
         self._node = node
         self._claims = claims
         self._max_lease_ms = max_lease_ms
@@ -82,6 +84,8 @@ class Heartbeats(Loop):
             try:
                 self._announce()
                 due = self._renew_due(due)
+                if self._renew_jobs is not None:
+                    self._renew_jobs()
             except DtaskqError as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:  # the thread must outlive any surprise, or every lease goes

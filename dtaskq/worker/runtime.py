@@ -8,16 +8,18 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from .. import validate
 from ..client import Client
 from ..errors import DtaskqError, InvalidArgument
+from ..handlers import Registry
 from ..models import TaskRef
 from ..ops import DEFAULT_SWEEP_BATCH
 from .gate import Gate
 from .heartbeats import Heartbeats
+from .jobs import JobRunner
 from .leases import Claims
 from .logs import Fields
 from .provider import Provider
@@ -50,9 +52,11 @@ def as_node_id(name: str) -> str:
 
 
 class Worker:
-    """Serves namespaces on this node: one :class:`~dtaskq.worker.Scheduler` per namespace
-    with its provider, one heartbeat thread, one sweeper, and a shared limit of
-    ``concurrency`` units running at once.
+    """Serves namespaces and job queues on this node: one :class:`~dtaskq.worker.Scheduler`
+    per namespace with its provider, a :class:`~dtaskq.worker.jobs.JobRunner` for the
+    ``queues`` with the ``handlers`` of a :class:`dtaskq.Registry` (default queues: those its
+    handlers name), one heartbeat thread, one sweeper. At most ``concurrency`` units of tasks
+    run at once, and at most ``concurrency`` jobs.
 
     Embed it with :meth:`start` and :meth:`stop`, or let :meth:`run` own the process: it
     stops gracefully on the first SIGTERM or SIGINT and exits at once on the second.
@@ -68,8 +72,10 @@ class Worker:
     def __init__(
         self,
         client: Client,
-        providers: Mapping[str, Provider],
+        providers: Mapping[str, Provider] | None = None,
         *,
+        handlers: Registry | None = None,
+        queues: Sequence[str] | None = None,
         node_id: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         lease_ms: int = DEFAULT_LEASE_MS,
@@ -79,10 +85,20 @@ class Worker:
         sweep_batch: int = DEFAULT_SWEEP_BATCH,
         progress_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
-        if not providers:
-            raise InvalidArgument("a worker needs at least one namespace and its provider")
+        providers = providers or {}
         for namespace in providers:
             validate.namespace(namespace)
+        if handlers is not None and not isinstance(handlers, Registry):
+            raise InvalidArgument("handlers must be a dtaskq.Registry")
+        if queues is None:
+            queues = handlers.queues() if handlers is not None else []
+        queues = [validate.namespace(q) for q in dict.fromkeys(queues)]
+        if queues and handlers is None:
+            raise InvalidArgument("a worker serving queues needs a registry of handlers")
+        if not providers and not queues:
+            raise InvalidArgument(
+                "a worker needs a namespace and its provider, or a queue and its handlers"
+            )
         self.node = validate.ident(node_id or default_node_id(), "node id")
         validate.integer(concurrency, "concurrency", 1, 10_000)
         self._lease_ms = validate.integer(lease_ms, "lease_ms", 1)
@@ -112,12 +128,28 @@ class Worker:
             )
             for namespace, provider in providers.items()
         ]
+        self.jobs = (
+            JobRunner(client, handlers, queues, self.node, concurrency)
+            if handlers is not None and queues
+            else None
+        )
         self._heartbeats = Heartbeats(
-            client, self.node, self.claims, max_lease_ms=lease_ms, on_stopped=self._stopped
+            client,
+            self.node,
+            self.claims,
+            max_lease_ms=lease_ms,
+            on_stopped=self._stopped,
+            renew_jobs=self.jobs.renew if self.jobs else None,
         )
         self._sweeper = Sweeper(
-            client, list(providers), self.node, interval_s=sweep_interval_s, batch=sweep_batch
+            client,
+            list(providers),
+            self.node,
+            queues=queues,
+            interval_s=sweep_interval_s,
+            batch=sweep_batch,
         )
+        self._queues = queues
         self._stop_requested = threading.Event()
 
     def start(self) -> None:
@@ -126,7 +158,10 @@ class Worker:
         self._sweeper.start()
         for scheduler in self.schedulers:
             scheduler.start()
-        self.log.info("worker started: %s", ", ".join(s.namespace for s in self.schedulers))
+        if self.jobs is not None:
+            self.jobs.start()
+        served = [s.namespace for s in self.schedulers] + [f"queue {q}" for q in self._queues]
+        self.log.info("worker started: %s", ", ".join(served))
 
     def stop(self, grace_ms: int | None = None) -> None:
         """Stops claiming, lets running units finish for up to ``grace_ms`` (default: the
@@ -134,13 +169,21 @@ class Worker:
         other nodes take them at once instead of after their leases."""
         grace = self._grace_ms if grace_ms is None else grace_ms
         self.gate.close()
-        self.log.info("stopping: %d units running, grace %d ms", len(self.claims), grace)
+        jobs = self.jobs
+        if jobs is not None:
+            jobs.stop_claiming()
+        running = len(self.claims) + (jobs.running if jobs else 0)
+        self.log.info("stopping: %d units and jobs running, grace %d ms", running, grace)
         deadline = time.monotonic() + grace / 1000
+        if jobs is not None:
+            jobs.wait_running(deadline)
         while len(self.claims) and time.monotonic() < deadline:
             time.sleep(_POLL_S)
         for scheduler in self.schedulers:
             scheduler.stop()
         self._release()
+        if jobs is not None:
+            jobs.stop()
         self._heartbeats.stop()
         self._sweeper.stop()
         self.log.info("worker stopped")

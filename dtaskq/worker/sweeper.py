@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..client import Client
 from ..errors import DtaskqError
+from ..keys import QueuePartition
 from ..ops import DEFAULT_SWEEP_BATCH
 from .logs import Fields
 from .loop import Loop
@@ -18,8 +19,8 @@ EXPIRY_SLACK_S = 0.005
 
 
 class Sweeper(Loop):
-    """Every ``interval_s``, sweeps each partition of the served namespaces whose lock it
-    wins, ``batch`` items per call while more are due.
+    """Every ``interval_s``, sweeps each partition of the served namespaces and job queues
+    whose lock it wins, ``batch`` items per call while more are due.
 
     Between intervals it also wakes when the earliest lease of its partitions runs out. The lock
     is a key set with NX for LOCK_MS and never deleted: whichever worker sets it first sweeps,
@@ -32,11 +33,13 @@ class Sweeper(Loop):
         namespaces: list[str],
         node: str,
         *,
+        queues: list[str] | None = None,
         interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
         batch: int = DEFAULT_SWEEP_BATCH,
     ) -> None:
         self._client = client
         self._namespaces = namespaces
+        self._queues = queues or []
         self._node = node
         self._interval_s = interval_s
         self._batch = batch
@@ -50,7 +53,28 @@ class Sweeper(Loop):
         for namespace in self._namespaces:
             for partition in self._client.partitions(namespace):
                 next_due = min(next_due, self._sweep(namespace, partition.index))
+        for queue in self._queues:
+            for part in self._client.queue_partitions(queue):
+                next_due = min(next_due, self._sweep_queue(part))
         return next_due
+
+    def _sweep_queue(self, part: QueuePartition) -> float:
+        """Sweeps one queue partition while more is due; the seconds until its next lease end
+        or scheduled job (docs/jobs.md, rule J11)."""
+        while True:
+            result = self._client.sweep_jobs(part, self._batch, sweeper=self._node, lock_ms=LOCK_MS)
+            if result.reclaimed or result.expired:
+                self._log.info(
+                    "swept: %d job leases ended, %d deadlines missed",
+                    result.reclaimed,
+                    result.expired,
+                    extra={"queue": part.queue},
+                )
+            if not result.more or result.locked_out or self.stopping.is_set():
+                break
+        if result.wait_ms is None:
+            return self._interval_s
+        return max(MIN_WAIT_S, result.wait_ms / 1000)
 
     def _sweep(self, namespace: str, index: int) -> float:
         """Sweeps one partition while more is due; the seconds until its earliest lease ends."""

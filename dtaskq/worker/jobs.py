@@ -1,0 +1,355 @@
+"""The job side of a worker (docs/runtime.md, "Jobs"): claims jobs of its queues up to its
+free slots, runs them, and reports each attempt with the next claim.
+
+One feeder thread makes every claim call. It claims from the partitions that may have ready
+jobs, round-robin, as many jobs as slots are free; a call that answers fewer marks its
+partition empty. Idle, the worker blocks on the partitions' wake markers (one waiter thread
+per cluster slot, one in all on a single server) and never polls. Finished attempts are
+reported by the feeder's next call, which also claims the jobs that take their slots: under
+load one call both acknowledges a batch and fetches the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from redis.crc import key_slot
+
+from ..client import Client
+from ..errors import DtaskqError
+from ..handlers import Handler, Registry
+from ..job_models import ClaimedJob
+from ..job_ops import MAX_CLAIM, Report
+from ..keys import QueuePartition
+from .job_exec import (
+    Attempt,
+    EventLoopThread,
+    prepare,
+    renew_period_s,
+    run_async,
+    run_sync,
+)
+
+log = logging.getLogger("dtaskq.worker")
+
+WAIT_S = 1.0
+"""The longest blocking read of a waiter, so that it notices a stop."""
+RECHECK_WAITS = 5
+"""An idle worker tries a claim after this many empty waits, whatever the markers say: a
+marker taken by a worker that died before it claimed is not waited for forever."""
+OUTAGE_PAUSE_S = 0.5
+HELD, LOST, CANCELLED = 0, 1, 2
+
+
+class JobRunner:
+    """Runs the jobs of ``queues`` with the handlers of ``registry`` on at most ``slots`` at
+    once: sync handlers on daemon threads, ``async def`` handlers on one event loop."""
+
+    def __init__(
+        self, client: Client, registry: Registry, queues: list[str], node: str, slots: int
+    ) -> None:
+        self._client = client
+        self._registry = registry
+        self._queues = queues
+        self._node = node
+        self._slots = slots
+        self._cond = threading.Condition()
+        self._free = slots
+        self._claiming = True
+        self._stopped = False
+        self._parts: list[QueuePartition] = []
+        self._hinted: set[int] = set()
+        self._due: dict[int, float] = {}
+        self._reports: dict[int, list[Report]] = {}
+        self._running: dict[tuple[int, str], Attempt] = {}
+        self._next = 0
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._loop: EventLoopThread | None = None
+
+    @property
+    def running(self) -> int:
+        """Attempts running now."""
+        with self._cond:
+            return len(self._running)
+
+    def start(self) -> None:
+        """Finds the queues' partitions and starts the threads."""
+        self._parts = [part for q in self._queues for part in self._client.queue_partitions(q)]
+        self._hinted = set(range(len(self._parts)))
+        if any(h.is_async for h in self._registry):
+            self._loop = EventLoopThread()
+        groups: dict[int, list[int]] = {}
+        for i, part in enumerate(self._parts):
+            slot = key_slot(part.wake_key().encode()) if self._client.cluster else 0
+            groups.setdefault(slot, []).append(i)
+        self._spawn("dtaskq-jobs", self._feed)
+        for members in groups.values():
+            self._spawn("dtaskq-job-waiter", partial(self._wait_for_markers, members))
+        for n in range(self._slots):
+            self._spawn(f"dtaskq-job-{n}", self._run_sync_jobs)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    # -- claiming and reporting ---------------------------------------------------------------
+
+    def _feed(self) -> None:
+        while True:
+            with self._cond:
+                order = self._next_pass()
+                if order is None:
+                    return
+                reports, self._reports = self._reports, {}
+            for i in order:
+                self._claim(i, reports.pop(i, []))
+            for i, left in reports.items():  # only when the feeder stopped claiming midway
+                self._requeue_reports(i, left)
+
+    def _next_pass(self) -> list[int] | None:
+        """Waits (holding the lock) until reports wait or a hinted partition can be claimed
+        from; the partitions to call, rotated for fairness. None once stopped and flushed."""
+        while True:
+            now = time.monotonic()
+            for i, at in list(self._due.items()):
+                if at <= now:
+                    self._hinted.add(i)
+                    del self._due[i]
+            wake_at = self._expire_timeouts(now)
+            claimable = self._hinted if self._claiming and self._free > 0 else set()
+            wanted = claimable | set(self._reports)
+            if wanted:
+                n = len(self._parts)
+                self._next = (self._next + 1) % n
+                return sorted(wanted, key=lambda i: (i - self._next) % n)
+            if self._stopped:
+                return None
+            wake_at = min([wake_at, now + WAIT_S, *self._due.values()])
+            self._cond.wait(max(0.0, wake_at - now))
+
+    def _claim(self, i: int, reports: list[Report]) -> None:
+        with self._cond:
+            ask = min(self._free, MAX_CLAIM) if self._claiming and i in self._hinted else 0
+        if not ask and not reports:
+            return
+        try:
+            claim = self._client.claim_jobs(self._parts[i], self._node, ask, reports)
+        except DtaskqError as exc:
+            log.warning("job claim failed: %s", exc, extra={"queue": self._parts[i].queue})
+            self._requeue_reports(i, reports)
+            time.sleep(OUTAGE_PAUSE_S)
+            return
+        turned_away = len(claim.settled) - sum(claim.settled)
+        if turned_away:
+            log.info("%d job reports turned away (lease lost or job cancelled)", turned_away)
+        with self._cond:
+            self._free -= len(claim.jobs)
+            if len(claim.jobs) < ask:
+                self._hinted.discard(i)
+            if claim.next_due_ms is not None:
+                at = time.monotonic() + claim.next_due_ms / 1000
+                self._due[i] = min(at, self._due.get(i, at))
+        for job in claim.jobs:
+            self._start(i, job)
+
+    def _requeue_reports(self, i: int, reports: list[Report]) -> None:
+        """Keeps reports a failed call may not have delivered: a second delivery of one is
+        turned away by the job's state, so sending it again is safe."""
+        if reports:
+            with self._cond:
+                self._reports.setdefault(i, [])[:0] = reports
+
+    def _wait_for_markers(self, members: list[int]) -> None:
+        parts = [self._parts[i] for i in members]
+        empty_waits = 0
+        while True:
+            with self._cond:
+                while not self._stopped and not (
+                    self._claiming and self._free > 0 and not self._hinted & set(members)
+                ):
+                    self._cond.wait(WAIT_S)
+                if self._stopped:
+                    return
+            try:
+                woken = self._client.wait_for_jobs(parts, WAIT_S)
+            except DtaskqError as exc:
+                log.warning("waiting for jobs failed: %s", exc)
+                time.sleep(OUTAGE_PAUSE_S)
+                continue
+            empty_waits = 0 if woken else empty_waits + 1
+            with self._cond:
+                if woken is not None:
+                    self._hinted.add(self._parts.index(woken))
+                elif empty_waits >= RECHECK_WAITS:
+                    empty_waits = 0
+                    self._hinted.update(members)
+                self._cond.notify_all()
+
+    # -- running attempts ---------------------------------------------------------------------
+
+    def _start(self, i: int, job: ClaimedJob) -> None:
+        attempt = Attempt(job, lambda: self._heartbeat_one(i, job))
+        with self._cond:
+            self._running[(i, job.id)] = attempt
+        prepared = prepare(attempt, self._registry)
+        if isinstance(prepared, Report):
+            self._finish(i, attempt, prepared)
+            return
+        handler, args, kwargs = prepared
+        if handler.is_async and self._loop is not None:
+            attempt.is_async = True
+            loop = self._loop.loop
+            loop.call_soon_threadsafe(self._start_async, loop, i, attempt, handler, args, kwargs)
+        else:
+            self._work.put(
+                lambda: self._finish(i, attempt, run_sync(attempt, handler, args, kwargs))
+            )
+
+    def _start_async(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        i: int,
+        attempt: Attempt,
+        handler: Handler[Any, Any],
+        args: Any,
+        kwargs: Any,
+    ) -> None:
+        async def run() -> None:
+            report: Report | None = None
+            try:
+                report = await run_async(attempt, handler, args, kwargs)
+            finally:  # a cancelled job reports nothing: its report would be turned away
+                self._finish(i, attempt, report)
+
+        attempt.future = loop.create_task(run())
+
+    def _run_sync(
+        self, i: int, attempt: Attempt, handler: Handler[Any, Any], args: Any, kwargs: Any
+    ) -> None:
+        self._finish(i, attempt, run_sync(attempt, handler, args, kwargs))
+
+    def _run_sync_jobs(self) -> None:
+        while True:
+            work = self._work.get()
+            if work is None:
+                return
+            try:
+                work()
+            except Exception:  # the thread must outlive any surprise, or a slot is lost
+                log.exception("job runner failed")
+
+    def _finish(self, i: int, attempt: Attempt, report: Report | None) -> None:
+        """An attempt ended: its slot is free, and its report goes with the next claim
+        unless the worker gave up on it."""
+        with self._cond:
+            key = (i, attempt.job.id)
+            if self._running.get(key) is attempt:
+                del self._running[key]
+            if report is not None and not attempt.abandoned:
+                self._reports.setdefault(i, []).append(report)
+            self._free += 1
+            self._cond.notify_all()
+
+    def _expire_timeouts(self, now: float) -> float:
+        """Fails the sync attempts past their timeout (holding the lock): the report goes now,
+        the late result is dropped, and the slot stays busy until the thread returns. Answers
+        when the next timeout falls due."""
+        next_at = now + WAIT_S
+        for (i, _), attempt in list(self._running.items()):
+            if attempt.ends_at is None or attempt.abandoned or attempt.is_async:
+                continue
+            if attempt.ends_at <= now:
+                attempt.abandoned = True
+                attempt.context.cancel()
+                del self._running[(i, attempt.job.id)]
+                self._reports.setdefault(i, []).append(attempt.timed_out())
+            else:
+                next_at = min(next_at, attempt.ends_at)
+        return next_at
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def renew(self) -> None:
+        """Renews the leases of running jobs a third of a lease after the last renewal; tells
+        handlers whose job was cancelled or lost. Called by the heartbeat thread."""
+        now = time.monotonic()
+        by_part: dict[int, list[Attempt]] = {}
+        with self._cond:
+            for (i, _), attempt in self._running.items():
+                if attempt.renew_at <= now:
+                    by_part.setdefault(i, []).append(attempt)
+        for i, attempts in by_part.items():
+            claims = [(a.job.id, a.job.token) for a in attempts]
+            answers = self._client.heartbeat_jobs(self._parts[i], self._node, claims)
+            for attempt, answer in zip(attempts, answers, strict=True):
+                if answer == HELD:
+                    attempt.renew_at = now + renew_period_s(attempt.job.timeout_ms)
+                else:
+                    self._give_up(i, attempt, "cancelled" if answer == CANCELLED else "lost")
+
+    def _heartbeat_one(self, i: int, job: ClaimedJob) -> bool:
+        answer = self._client.heartbeat_jobs(self._parts[i], self._node, [(job.id, job.token)])
+        return answer == [HELD]
+
+    def _give_up(self, i: int, attempt: Attempt, why: str) -> None:
+        """Stops caring for an attempt whose job is no longer its own: its handler is told
+        (an async one is cancelled) and its outcome will be dropped."""
+        log.info("job %s %s while running", attempt.job.id, why)
+        with self._cond:
+            attempt.abandoned = True
+            if self._running.get((i, attempt.job.id)) is attempt:
+                del self._running[(i, attempt.job.id)]
+        attempt.context.cancel()
+        if attempt.is_async and self._loop is not None:
+            self._loop.loop.call_soon_threadsafe(attempt.cancel_task)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def stop_claiming(self) -> None:
+        """Claims no more jobs; running ones go on and are still reported."""
+        with self._cond:
+            self._claiming = False
+            self._cond.notify_all()
+
+    def wait_running(self, deadline: float) -> None:
+        """Waits until no attempt runs or the monotonic ``deadline`` passes."""
+        with self._cond:
+            while self._running and time.monotonic() < deadline:
+                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def stop(self) -> None:
+        """Releases the jobs still running (their attempts are given up: others take them at
+        once), sends the reports that wait, and stops the threads."""
+        self.stop_claiming()
+        with self._cond:
+            left = list(self._running.items())
+        by_part: dict[int, list[Attempt]] = {}
+        for (i, _), attempt in left:
+            by_part.setdefault(i, []).append(attempt)
+            self._give_up(i, attempt, "released at shutdown")
+        for i, attempts in by_part.items():
+            try:
+                claims = [(a.job.id, a.job.token) for a in attempts]
+                released = self._client.release_jobs(self._parts[i], self._node, claims)
+                log.info("released %d jobs", sum(released))
+            except DtaskqError as exc:
+                log.warning("release failed, the leases will run out instead: %s", exc)
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        for _ in range(self._slots):
+            self._work.put(None)
+        for thread in self._threads:
+            if thread.name in ("dtaskq-jobs", "dtaskq-job-waiter"):
+                thread.join()
+        if self._loop is not None:
+            self._loop.stop()
