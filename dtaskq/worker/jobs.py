@@ -64,6 +64,7 @@ class JobRunner:
         self._free = slots
         self._claiming = True
         self._stopped = False
+        self._passing = False
         self._parts: list[QueuePartition] = []
         self._hinted: set[int] = set()
         self._due: dict[int, float] = {}
@@ -106,14 +107,30 @@ class JobRunner:
     def _feed(self) -> None:
         while True:
             with self._cond:
+                self._passing = False
+                self._cond.notify_all()
                 order = self._next_pass()
                 if order is None:
                     return
+                self._passing = True
                 reports, self._reports = self._reports, {}
             for i in order:
                 self._claim(i, reports.pop(i, []))
             for i, left in reports.items():  # only when the feeder stopped claiming midway
                 self._requeue_reports(i, left)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Waits until no job runs, every report was sent, and every partition answered that
+        it has no ready job (jobs scheduled for later do not count); True when it got there
+        within ``timeout`` seconds. What a burst-mode worker waits for."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._running or self._reports or self._hinted or self._passing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, WAIT_S))
+            return True
 
     def _next_pass(self) -> list[int] | None:
         """Waits (holding the lock) until reports wait or a hinted partition can be claimed
