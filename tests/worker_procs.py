@@ -57,6 +57,25 @@ class Workers:
         settings = {f"DTQ_TEST_{k.upper()}": str(v) for k, v in env.items()}
         self.procs.start(node, options, {"DTQ_TEST_NODE": node, **settings})
 
+    def start_jobs(
+        self,
+        node: str,
+        queue: str,
+        *,
+        concurrency: int = 4,
+        grace_ms: int = 30_000,
+        handlers: str = "job_handlers",
+    ) -> None:
+        """Starts ``dtaskq worker`` as ``node`` serving job ``queue`` with the handlers of
+        tests/job_handlers.py."""
+        options = [
+            "--url", self.url, "--prefix", self.prefix, "--queue", queue,
+            "--handlers", handlers, "--node-id", node,
+            "--concurrency", str(concurrency), "--grace-ms", str(grace_ms),
+            "--log-level", "INFO",
+        ]  # fmt: skip
+        self.procs.start(node, options, {"DTQ_TEST_NODE": node})
+
     def signal(self, node: str, signum: int) -> None:
         """Sends ``signum`` to ``node``'s process."""
         self.procs.signal(node, signum)
