@@ -316,7 +316,8 @@ class ClientOptions(TypedDict, total=False):
     prefix: str
     """"dtq". Starts every key; deployments sharing a server use different prefixes."""
     partitions: Mapping[str, int]
-    """{}. Partition counts of namespaces at their first use (default 1 each)."""
+    """{}. Partition counts of namespaces and job queues at their first use (default 1
+    each); a name sets the count of the namespace and of the queue it names."""
     max_payload_bytes: int
     """16 MiB. The largest task payload accepted."""
     retry_attempts: int

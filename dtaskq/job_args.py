@@ -47,7 +47,8 @@ def epoch_ms(value: Any, what: str) -> int:
 def backoff(value: Any) -> Backoff:
     """A :class:`Backoff`, or one whose first wait is the duration given."""
     if not isinstance(value, Backoff):
-        return Backoff(first=duration_ms(value, "backoff", 1) / 1000)
+        first = duration_ms(value, "backoff", 1) / 1000
+        return Backoff(first=first, maximum=max(first, Backoff.maximum))
     first = duration_ms(value.first, "backoff first", 1)
     if duration_ms(value.maximum, "backoff maximum", first) < first:
         raise InvalidArgument("backoff maximum must not be below its first wait")

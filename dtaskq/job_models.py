@@ -149,6 +149,8 @@ class JobInfo:
     """The handler's return value, once COMPLETED (until the result TTL passes)."""
     leases_lost: int = 0
     """How often a worker lost the job's lease (died or stalled) while running it."""
+    lease_ends_at: datetime | None = None
+    """When the lease of a RUNNING job ends unless its worker renews it."""
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,19 @@ class Report:
     delay_ms: int = 0
 
 
+def check_report(report: Any) -> None:
+    """``InvalidArgument`` unless ``report`` is a well-formed :class:`Report`."""
+    if not isinstance(report, Report):
+        raise InvalidArgument(f"reports must be Report values, got {report!r}")
+    validate.ident(report.id, "job id")
+    validate.integer(report.token, "token", 1)
+    if report.code not in ("c", "f", "F"):
+        raise InvalidArgument(f"a report's code is c, f or F, got {report.code!r}")
+    validate.integer(report.delay_ms, "delay_ms", 0)
+    if not isinstance(report.value, bytes):
+        raise InvalidArgument("a report's value must be bytes")
+
+
 def _context(queue: str, job_id: str | None = None) -> dict[str, Any]:
     return {"queue": queue, "job_id": job_id}
 
@@ -138,6 +151,7 @@ def decode_job(queue: str, job_id: str, flat: list[bytes]) -> JobInfo:
         idempotency_key=key.decode() if key is not None else None,
         result=unpack(result) if result is not None else None,
         leases_lost=num(b"l"),
+        lease_ends_at=optional_at(num(b"L")),
     )
 
 
@@ -182,6 +196,7 @@ def claim_jobs(
     validate.integer(max_jobs, "max_jobs", 0, MAX_CLAIM)
     argv: list[Any] = [node, claimer_request_id(router.claimer()), max_jobs]
     for report in reports:
+        check_report(report)
         argv += [report.id, report.token, report.code, report.delay_ms, report.value]
     settled, flat, next_due = yield Call(
         _CLAIM, [part.lanes_key()], argv, _context(part.queue) | {"node": node}
@@ -258,11 +273,13 @@ def dead_jobs(router: Router, queue: str, limit: int) -> Steps[list[DeadJob]]:
     validate.namespace(queue)
     validate.integer(limit, "limit", 1, 1_000_000)
     found: list[DeadJob] = []
+    # Each partition's set is oldest first: the queue's oldest `limit` are among the first
+    # `limit` of every partition.
     for part in (yield from router.queue_partitions(queue, register=False)):
         offset = 0
-        while len(found) < limit:
-            count = min(DEFAULT_DEAD_PAGE, limit - len(found))
-            page = yield Call(_DEAD, [part.lanes_key()], [offset, count], _context(queue))
+        while offset < limit:
+            count = min(DEFAULT_DEAD_PAGE, limit - offset)
+            seen, page = yield Call(_DEAD, [part.lanes_key()], [offset, count], _context(queue))
             for job_id, failed, handler, error, failures in page:
                 found.append(
                     DeadJob(
@@ -274,7 +291,7 @@ def dead_jobs(router: Router, queue: str, limit: int) -> Steps[list[DeadJob]]:
                         failures,
                     )
                 )
-            if len(page) < count:
+            if seen < count:
                 break
             offset += count
     found.sort(key=lambda dead: dead.failed_at)

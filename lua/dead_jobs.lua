@@ -1,7 +1,9 @@
 -- dead_jobs: lists a queue partition's dead-letter set, oldest first (rule J6).
 -- KEYS[1] the partition's lanes key ("<base>lanes"); the other keys are derived from it
 -- ARGV[1] how many entries to skip, ARGV[2] the most to answer (1..10000)
--- Returns: per entry {job id, failed at ms, handler, error, failed attempts}
+-- Returns: {seen, entries}: how many entries of the set were looked at (fewer than asked:
+--          the end of the set), and per entry whose record exists {job id, failed at ms,
+--          handler, error, failed attempts}
 -- Errors: DTQ_INVALID_ARGUMENT
 -- Flags: no-writes
 
@@ -16,4 +18,4 @@ for i = 1, #entries, 2 do
     answer[#answer + 1] = { entries[i], tonumber(entries[i + 1]), f[1], f[2] or '', tonumber(f[3] or '0') }
   end
 end
-return answer
+return { #entries / 2, answer }

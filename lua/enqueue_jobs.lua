@@ -61,14 +61,22 @@ for _, j in ipairs(jobs) do
     if j.attempts ~= 1 then put('m', j.attempts) end
     if j.backoff ~= '' then put('b', j.backoff) end
     if j.ttl and j.ttl ~= JOB_DEFAULT_RESULT_TTL_MS then put('T', j.ttl) end
-    if string.sub(j.id, 1, 1) == '=' then put('k', string.sub(j.id, 2)) end
+    if string.sub(j.id, 1, 1) == '=' then
+      put('k', string.sub(j.id, 2))
+      -- The done list of an earlier job of this key would wake this job's waiters at once.
+      redis.call('DEL', q.base .. 'done:' .. j.id)
+    end
     local at = j.run_at or (j.delay and now + j.delay)
     local status = JOB_QUEUED
     if at and at > now then
       status = JOB_SCHEDULED
       put('r', at)
       redis.call('ZADD', q.scheduled, at, j.id)
-      scheduled = true
+      -- Idle workers sleep until the earliest scheduled job: only a new earliest one must
+      -- wake them.
+      if not scheduled and redis.call('ZRANGE', q.scheduled, 0, 0)[1] == j.id then
+        scheduled = true
+      end
     end
     put('s', status)
     redis.call('HSET', key, unpack(fields))
@@ -79,6 +87,5 @@ for _, j in ipairs(jobs) do
     answers[#answers + 1] = { status, 1 }
   end
 end
--- An idle worker sleeps until the earliest scheduled job; a new earlier one must wake it.
 if ready or scheduled then job_wake(q) end
 return answers

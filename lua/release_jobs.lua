@@ -7,7 +7,7 @@
 
 local q = lanes_keys(KEYS)
 local node = job_claim_args(ARGV)
-local answers = {}
+local answers, released = {}, false
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local key = job_key(q, id)
@@ -18,8 +18,9 @@ for i = 2, #ARGV, 2 do
     redis.call('HSET', key, 's', JOB_QUEUED)
     job_push_ready(q, id, tonumber(f[4] or '0'), opt_num(f[5]), true)
     answer = 1
+    released = true
   end
   answers[#answers + 1] = answer
 end
-if #answers > 0 then job_wake(q) end
+if released then job_wake(q) end
 return answers

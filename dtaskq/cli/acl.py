@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 
-WORKER_COMMANDS = ("xread", "xrevrange")
-"""What a worker sends besides function calls: its reads of the event streams."""
+WORKER_COMMANDS = ("xread", "xrevrange", "blpop", "blmove")
+"""What clients and workers send besides function calls: a worker's reads of the event
+streams and its wait on the job queues' wake markers, and ``Job.result``'s wait for a job's
+end."""
 
 CLIENT_COMMANDS = ("cluster|slots", "command")
 """What a cluster client of redis-py asks as it starts: the cluster's slots and the server's

@@ -181,7 +181,7 @@ local function job_settle(q, node, id, token, code, delay, value, now)
     redis.call('HSET', key, 'f', failures)
     job_fail(q, id, now, value, f[4], waiting, true)
   elseif delay > 0 then
-    redis.call('HSET', key, 's', JOB_SCHEDULED, 'f', failures, 'x', value)
+    redis.call('HSET', key, 's', JOB_SCHEDULED, 'f', failures, 'x', value, 'r', now + delay)
     redis.call('ZADD', q.scheduled, now + delay, id)
     if redis.call('ZRANGE', q.scheduled, 0, 0)[1] == id then job_wake(q) end
   else
