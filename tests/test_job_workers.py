@@ -26,9 +26,7 @@ def statuses(client: dtaskq.Client, queue: str, jobs: list[dtaskq.Job]) -> Count
     return Counter(info.status for info in infos if info is not None)
 
 
-def test_a_killed_worker_loses_no_job(
-    client: dtaskq.Client, workers: Workers, queue: str
-) -> None:
+def test_a_killed_worker_loses_no_job(client: dtaskq.Client, workers: Workers, queue: str) -> None:
     # A timeout of 1 s gives each job a lease of 6 s: the killed worker's jobs come back then.
     specs = [JobSpec("record", (i, 0.01), timeout=1.0) for i in range(1000)]
     jobs = client.enqueue_many(queue, specs)
@@ -37,8 +35,10 @@ def test_a_killed_worker_loses_no_job(
     workers.until(lambda: len(workers.log("done", node="a")) >= 50, what="node a at work")
     workers.procs.kill("a")
     workers.until(
-        lambda: statuses(client, queue, jobs[-10:])[JobStatus.COMPLETED] == 10
-        and statuses(client, queue, jobs)[JobStatus.COMPLETED] == 1000,
+        lambda: (
+            statuses(client, queue, jobs[-10:])[JobStatus.COMPLETED] == 10
+            and statuses(client, queue, jobs)[JobStatus.COMPLETED] == 1000
+        ),
         timeout=120,
         what=lambda: f"every job completed: {statuses(client, queue, jobs)}",
     )
@@ -52,7 +52,8 @@ def test_a_killed_worker_loses_no_job(
         first_node.setdefault(entry["job"], entry["node"])
     # Only what the killed node had started but not reported runs twice.
     assert all(first_node[job] == "a" for job in again)
-    assert all(info.attempt == 1 + (info.id in again) for info in infos if info)
+    # A job the killed node claimed runs again under a second claim; it may not have started.
+    assert all(runs[info.id] <= info.attempt <= 2 for info in infos if info)
 
 
 def test_sigterm_lets_running_jobs_finish_and_claims_no_more(

@@ -81,6 +81,13 @@ class JobRunner:
         with self._cond:
             return len(self._running)
 
+    @property
+    def free_slots(self) -> int:
+        """Slots no attempt holds: an attempt given up at its timeout holds its slot until
+        its thread returns."""
+        with self._cond:
+            return self._free
+
     def start(self) -> None:
         """Finds the queues' partitions and starts the threads."""
         self._parts = [part for q in self._queues for part in self._client.queue_partitions(q)]
