@@ -32,12 +32,28 @@ def factory(namespace):
 """
 
 
+HANDLERS = """\
+import dtaskq
+
+jobs = dtaskq.Registry("emails")
+
+
+@jobs.handler("send_welcome")
+def send_welcome(user_id):
+    return f"welcome {user_id}"
+
+nothing_here = 42
+"""
+
+
 def make_project(directory: Path) -> Path:
-    """Writes the provider module ``mypkg.merge`` (factory ``mypkg.merge:factory``) into
-    ``directory``, for commands run in it; returns ``directory``."""
+    """Writes the provider module ``mypkg.merge`` (factory ``mypkg.merge:factory``) and the
+    handlers module ``mypkg.jobs`` (registry ``mypkg.jobs:jobs``) into ``directory``, for
+    commands run in it; returns ``directory``."""
     (directory / "mypkg").mkdir()
     (directory / "mypkg" / "__init__.py").write_text("")
     (directory / "mypkg" / "merge.py").write_text(PROVIDER)
+    (directory / "mypkg" / "jobs.py").write_text(HANDLERS)
     return directory
 
 

@@ -4,6 +4,7 @@ script runs (tests/cli_procs.py); ``dtaskq library`` has tests/test_cli_library.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,47 @@ def test_a_bad_option_is_one_line_and_status_2(
     assert result.returncode == 2, result.stderr
     line = one_line(result)
     assert line.startswith("dtaskq worker: ") and says in line, line
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--queue", "emails"], "--queue and --handlers go together"),
+        (["--handlers", "mypkg.jobs"], "--queue and --handlers go together"),
+        (["--namespace", "ns"], "--namespace and --provider go together"),
+        ([], "serve --namespace with a --provider, or --queue with --handlers"),
+        (["--queue", "a b", "--handlers", "mypkg.jobs"], "argument --queue: namespace must"),
+        (["--queue", "q", "--handlers", "no_such_module"], "no module named 'no_such_module'"),
+        (["--queue", "q", "--handlers", "mypkg.merge"], "no handlers registered there"),
+        (["--queue", "q", "--handlers", "mypkg.jobs:nothing_here"], "is not a Registry"),
+        (["--queue", "q", "--handlers", "mypkg.jobs:"], "must be MODULE or MODULE:REGISTRY"),
+    ],
+    ids=lambda value: "-".join(value) if isinstance(value, list) else "",
+)
+def test_a_bad_job_option_is_one_line_and_status_2(
+    project: Path, options: list[str], says: str
+) -> None:
+    result = run(project, "worker", "--url", closed_port_url(), *options)
+    assert result.returncode == 2, result.stderr
+    line = one_line(result)
+    assert line.startswith("dtaskq worker: ") and says in line, line
+
+
+def test_a_job_worker_serves_the_handlers_of_a_module(
+    server_url: str, project: Path, tmp_path: Path, prefix: str
+) -> None:
+    log = tmp_path / "worker.log"
+    worker = start_worker(
+        project, log, "--url", server_url, "--prefix", prefix, "--queue", "emails",
+        "--handlers", "mypkg.jobs", "--node-id", "n1",
+    )  # fmt: skip
+    try:
+        with dtaskq.Client.from_url(server_url, prefix=prefix) as client:
+            job = client.enqueue("emails", "send_welcome", args=(42,))
+            assert job.result(timeout=30) == "welcome 42"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, log.read_text()
 
 
 def test_a_missing_url_is_one_line_and_status_2(project: Path) -> None:
