@@ -72,7 +72,8 @@ class JobContext:
         self.queue = queue
         self.job_id = job_id
         self.attempt = attempt
-        """This attempt's number, from 1 (also the claim's fencing token)."""
+        """This attempt's number, from 1: the failed attempts and lost leases before it,
+        plus one."""
         self.max_attempts = max_attempts
         self.deadline = deadline
         self._heartbeat = heartbeat

@@ -11,6 +11,7 @@ from .aio_connected import AsyncConnected
 from .job_client import job_spec, not_found, timed_out, timeout_deadline, wait_seconds
 from .job_handle import AsyncJob
 from .job_models import (
+    DEFAULT_LEASE_MS,
     DeadJob,
     JobClaim,
     JobInfo,
@@ -108,17 +109,24 @@ class AsyncJobMethods(AsyncConnected):
         node: str,
         max_jobs: int,
         reports: Sequence[job_ops.Report] = (),
+        lease_ms: int = DEFAULT_LEASE_MS,
     ) -> JobClaim:
         """See :meth:`dtaskq.Client.claim_jobs`."""
         return await self._drive(
-            job_ops.claim_jobs(self._core.router, part, node, max_jobs, reports)
+            job_ops.claim_jobs(self._core.router, part, node, max_jobs, reports, lease_ms)
         )
 
     async def heartbeat_jobs(
-        self, part: QueuePartition, node: str, claims: Iterable[tuple[str, int]]
+        self,
+        part: QueuePartition,
+        node: str,
+        claims: Iterable[tuple[str, int]],
+        lease_ms: int = DEFAULT_LEASE_MS,
     ) -> list[int]:
         """See :meth:`dtaskq.Client.heartbeat_jobs`."""
-        return await self._drive(job_ops.heartbeat_jobs(self._core.router, part, node, claims))
+        return await self._drive(
+            job_ops.heartbeat_jobs(self._core.router, part, node, claims, lease_ms)
+        )
 
     async def release_jobs(
         self, part: QueuePartition, node: str, claims: Iterable[tuple[str, int]]

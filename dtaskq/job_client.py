@@ -13,6 +13,7 @@ from .connected import Connected
 from .errors import InvalidArgument, JobNotFound, JobTimeout
 from .job_handle import Job
 from .job_models import (
+    DEFAULT_LEASE_MS,
     DeadJob,
     JobClaim,
     JobInfo,
@@ -162,17 +163,26 @@ class JobMethods(Connected):
         node: str,
         max_jobs: int,
         reports: Sequence[job_ops.Report] = (),
+        lease_ms: int = DEFAULT_LEASE_MS,
     ) -> JobClaim:
         """Reports finished attempts of one partition, then claims up to ``max_jobs`` of its
-        ready jobs for ``node``, all in one call (docs/jobs.md, rules J4-J7)."""
-        return self._drive(job_ops.claim_jobs(self._core.router, part, node, max_jobs, reports))
+        ready jobs for ``node``, all in one call (docs/jobs.md, rules J4-J7). The node's
+        claims in the partition then last ``lease_ms``, or less for a job with a timeout
+        (its timeout plus 5 s), unless a heartbeat renews them."""
+        return self._drive(
+            job_ops.claim_jobs(self._core.router, part, node, max_jobs, reports, lease_ms)
+        )
 
     def heartbeat_jobs(
-        self, part: QueuePartition, node: str, claims: Iterable[tuple[str, int]]
+        self,
+        part: QueuePartition,
+        node: str,
+        claims: Iterable[tuple[str, int]],
+        lease_ms: int = DEFAULT_LEASE_MS,
     ) -> list[int]:
-        """Renews the leases of running jobs: per ``(job id, token)`` 0 held, 1 lost, 2
-        cancelled."""
-        return self._drive(job_ops.heartbeat_jobs(self._core.router, part, node, claims))
+        """Renews the node's lease on its claims in a partition for ``lease_ms``, and answers
+        per ``(job id, token)`` 0 held, 1 lost, 2 cancelled."""
+        return self._drive(job_ops.heartbeat_jobs(self._core.router, part, node, claims, lease_ms))
 
     def release_jobs(
         self, part: QueuePartition, node: str, claims: Iterable[tuple[str, int]]

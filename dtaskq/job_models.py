@@ -122,14 +122,17 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class JobInfo:
-    """A job's record as :meth:`dtaskq.Client.get_job` reads it. Times are server times."""
+    """A job's record as :meth:`dtaskq.Client.get_job` reads it. Times are server times;
+    ``token`` is the fencing token of its latest claim (None: never claimed)."""
 
     queue: str
     id: str
     handler: str
     status: JobStatus
     attempt: int
-    """Attempts started so far (each claim starts one; it is also the claim's token)."""
+    """Attempts made so far: the failed ones, those whose worker died or stalled, and the
+    running or completed one (a release at a worker's shutdown costs none)."""
+    token: int | None
     failures: int
     """Attempts that failed."""
     max_attempts: int
@@ -161,12 +164,14 @@ class ClaimedJob:
     partition: int
     id: str
     token: int
-    """The fencing token of this attempt; reports carry it (docs/jobs.md, rule J5)."""
+    """The fencing token of this claim; reports carry it (docs/jobs.md, rule J5)."""
     handler: str
     arguments: bytes
     """msgpack of ``[args, kwargs]``, decoded by the worker."""
     timeout_ms: int | None
     deadline_ms: int | None
+    attempt: int
+    """This attempt's number, from 1: failed attempts and lost leases before it, plus one."""
     failures: int
     """Failed attempts before this one."""
     max_attempts: int

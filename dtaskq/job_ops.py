@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import job_args, keys, validate
-from .calls import Call, Router, Steps, claimer_request_id
+from .calls import Arg, Call, Router, Steps, claimer_request_id, request_id
 from .codec import at, optional_at, unpack
 from .errors import InvalidArgument
 from .job_models import (
+    DEFAULT_LEASE_MS,
     JOB_STATUS_LETTERS,
     ClaimedJob,
     DeadJob,
@@ -28,6 +29,7 @@ ENQUEUE_BATCH = 100
 """Jobs per enqueue call; ``enqueue_many`` pipelines up to ``PIPELINE_CALLS`` such calls."""
 PIPELINE_CALLS = 10
 MAX_CLAIM = 1000
+MAX_LEASE_MS = 86_400_000
 DEFAULT_DEAD_PAGE = 1000
 
 _ENQUEUE = function("enqueue_jobs")
@@ -97,7 +99,8 @@ def enqueue(router: Router, queue: str, specs: Sequence[JobSpec]) -> Steps[list[
     for index, members in by_partition.items():
         for start in range(0, len(members), ENQUEUE_BATCH):
             batch = members[start : start + ENQUEUE_BATCH]
-            argv = [value for i in batch for value in records[i]]
+            argv: list[Arg] = [request_id()]
+            argv += [value for i in batch for value in records[i]]
             calls.append((Call(_ENQUEUE, [parts[index].lanes_key()], argv, _context(queue)), batch))
     answers: list[Enqueued | None] = [None] * len(records)
     for start in range(0, len(calls), PIPELINE_CALLS):
@@ -132,12 +135,15 @@ def decode_job(queue: str, job_id: str, flat: list[bytes]) -> JobInfo:
 
     result = f.get(b"o")
     key = f.get(b"k")
+    status = JOB_STATUS_LETTERS[f[b"s"]]
+    ran = status in (JobStatus.RUNNING, JobStatus.COMPLETED)
     return JobInfo(
         queue=queue,
         id=job_id,
         handler=f[b"h"].decode(),
-        status=JOB_STATUS_LETTERS[f[b"s"]],
-        attempt=num(b"n"),
+        status=status,
+        attempt=num(b"f") + num(b"l") + ran,
+        token=num(b"n") or None,
         failures=num(b"f"),
         max_attempts=num(b"m", 1),
         priority=num(b"p"),
@@ -190,11 +196,13 @@ def claim_jobs(
     node: str,
     max_jobs: int,
     reports: Sequence[Report] = (),
+    lease_ms: int = DEFAULT_LEASE_MS,
 ) -> Steps[JobClaim]:
     """Reports finished attempts, then claims up to ``max_jobs`` jobs of one partition."""
     validate.ident(node, "node id")
     validate.integer(max_jobs, "max_jobs", 0, MAX_CLAIM)
-    argv: list[Any] = [node, claimer_request_id(router.claimer()), max_jobs]
+    validate.integer(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
+    argv: list[Any] = [node, claimer_request_id(router.claimer()), max_jobs, lease_ms]
     for report in reports:
         check_report(report)
         argv += [report.id, report.token, report.code, report.delay_ms, report.value]
@@ -211,11 +219,12 @@ def claim_jobs(
             arguments=flat[i + 3],
             timeout_ms=flat[i + 4] or None,
             deadline_ms=flat[i + 5] or None,
-            failures=flat[i + 6],
-            max_attempts=flat[i + 7],
-            backoff=job_args.decode_backoff(flat[i + 8]),
+            attempt=flat[i + 6],
+            failures=flat[i + 7],
+            max_attempts=flat[i + 8],
+            backoff=job_args.decode_backoff(flat[i + 9]),
         )
-        for i in range(0, len(flat), 9)
+        for i in range(0, len(flat), 10)
     ]
     return JobClaim([bool(s) for s in settled], jobs, next_due if next_due >= 0 else None)
 
@@ -226,21 +235,29 @@ def _claims_call(
     part: keys.QueuePartition,
     node: str,
     claims: Iterable[tuple[str, int]],
+    lease_ms: int | None = None,
 ) -> Steps[list[int]]:
     validate.ident(node, "node id")
     argv: list[Any] = [node]
+    if lease_ms is not None:
+        argv.append(validate.integer(lease_ms, "lease_ms", 1, MAX_LEASE_MS))
+    head = len(argv)
     for job_id, token in claims:
         argv += [validate.ident(job_id, "job id"), validate.integer(token, "token", 1)]
-    if len(argv) == 1:
+    if len(argv) == head:
         return []
     return list((yield Call(fn, [part.lanes_key()], argv, _context(part.queue, None))))
 
 
 def heartbeat_jobs(
-    router: Router, part: keys.QueuePartition, node: str, claims: Iterable[tuple[str, int]]
+    router: Router,
+    part: keys.QueuePartition,
+    node: str,
+    claims: Iterable[tuple[str, int]],
+    lease_ms: int = DEFAULT_LEASE_MS,
 ) -> Steps[list[int]]:
-    """Renews leases: per claim 0 held, 1 lost, 2 cancelled."""
-    return (yield from _claims_call(router, _HEARTBEAT, part, node, claims))
+    """Renews the node's lease: per claim 0 held, 1 lost, 2 cancelled."""
+    return (yield from _claims_call(router, _HEARTBEAT, part, node, claims, lease_ms))
 
 
 def release_jobs(

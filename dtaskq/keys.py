@@ -156,11 +156,16 @@ QUEUE_KEY_KINDS = (
     "ready:<priority>",
     "due:<priority>",
     "scheduled",
-    "leases",
+    "running",
+    "held:<node>",
+    "nodes",
+    "seq",
+    "waiting",
     "dead",
     "wake",
     "conf",
     "answers",
+    "req:<request id>",
     "sweeping",
 )
 """Kinds of the keys of a queue partition (docs/jobs.md); ``lua/include/jobs.lua`` derives
@@ -180,11 +185,19 @@ class QueuePartition:
         {<prefix>:q:<queue>:<p>}:ready:<prio>    list    ready jobs of a priority, FIFO
         {<prefix>:q:<queue>:<p>}:due:<prio>      zset    ready jobs with a deadline -> deadline
         {<prefix>:q:<queue>:<p>}:scheduled       zset    delayed and backing-off jobs -> due ms
-        {<prefix>:q:<queue>:<p>}:leases          zset    running jobs -> lease end ms
+        {<prefix>:q:<queue>:<p>}:running         hash    claimed job -> "<token> <node> <start>
+                                                         <result ttl>"
+        {<prefix>:q:<queue>:<p>}:held:<node>     set     the jobs a node holds claims on
+        {<prefix>:q:<queue>:<p>}:nodes           zset    node -> when its lease on its claims
+                                                         here ends (ms)
+        {<prefix>:q:<queue>:<p>}:seq             string  the token counter of claims
+        {<prefix>:q:<queue>:<p>}:waiting         set     jobs a caller waits for (result())
         {<prefix>:q:<queue>:<p>}:dead            zset    dead-letter set: job -> failed at ms
         {<prefix>:q:<queue>:<p>}:wake            list    the wake marker (at most one element)
         {<prefix>:q:<queue>:<p>}:conf            hash    queue options (aging)
         {<prefix>:q:<queue>:<p>}:answers         hash    claimer -> its last claim's answer
+        {<prefix>:q:<queue>:<p>}:req:<rid>       string  an enqueue call's request id, for a
+                                                         minute: its retry looks jobs up
         {<prefix>:q:<queue>:<p>}:sweeping        string  the sweep lock
     """
 

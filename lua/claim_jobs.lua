@@ -6,14 +6,16 @@
 -- ARGV[2] claimer: "<request id>" or "<process>.<claimer>/<n>" (see calls.claimer_request_id);
 --         a retried call gets the jobs its first try claimed
 -- ARGV[3] max jobs to claim (0..1000; 0 only settles)
--- ARGV[4..] settle reports: (job id, token, code, delay ms, value) quintuples, code c
+-- ARGV[4] the node's lease ms (1..86400000): how long its claims in this partition last
+--         unless renewed, at most (a job with a timeout lasts its timeout + 5 s)
+-- ARGV[5..] settle reports: (job id, token, code, delay ms, value) quintuples, code c
 --         (completed, value = result), f (failed attempt, value = error; retried after the
 --         delay while attempts remain) or F (failed for good)
 -- Returns: {settled, jobs, next due}: settled has 1 (accepted) or 0 (turned away: the claim
---          is no longer the job's) per report; jobs has 9 values per claimed job: id, token,
---          handler, arguments, timeout ms (0: none), deadline ms (0), failed attempts so far,
---          max attempts, backoff ("" for the default); next due is the ms until the earliest
---          scheduled job is due, -1 if there is none
+--          is no longer the job's) per report; jobs has 10 values per claimed job: id, token,
+--          handler, arguments, timeout ms (0: none), deadline ms (0), attempt (from 1),
+--          failed attempts so far, max attempts, backoff ("" for the default); next due is
+--          the ms until the earliest scheduled job is due, -1 if there is none
 -- Errors: DTQ_INVALID_ARGUMENT
 
 local q = lanes_keys(KEYS)
@@ -23,29 +25,48 @@ if type(claimer) ~= 'string' or #claimer < 1 or #claimer > 100 then
   fail('INVALID_ARGUMENT', 'claimer must be a request id')
 end
 local max = arg_int(ARGV[3], 'max jobs', 0, 1000)
-job_settle_args(ARGV, 4)
+local node_lease = arg_int(ARGV[4], 'lease ms', 1, 86400000)
+job_settle_args(ARGV, 5)
+
+local WIDTH = 10
+local function job_fields(id)
+  return redis.call('HMGET', job_key(q, id), 's', 'h', 'a', 't', 'd', 'D', 'f', 'm', 'b', 'l', 'T')
+end
+
+-- One claimed job's answer, from its record: id, token, handler, arguments, timeout,
+-- deadline, attempt, failures, max attempts, backoff.
+local function answer_job(claimed, id, token, f)
+  local n = #claimed
+  local failures = tonumber(f[7] or '0')
+  claimed[n + 1] = id; claimed[n + 2] = token; claimed[n + 3] = f[2]; claimed[n + 4] = f[3]
+  claimed[n + 5] = opt_num(f[4]) or 0; claimed[n + 6] = opt_num(f[5]) or 0
+  claimed[n + 7] = failures + tonumber(f[10] or '0') + 1; claimed[n + 8] = failures
+  claimed[n + 9] = tonumber(f[8] or '1'); claimed[n + 10] = f[9] or ''
+end
 
 -- A retry of a call whose reply was lost: its settle reports were applied (a second try of
--- each is turned away by its token), and it must get the same jobs, not new ones.
+-- each is turned away by its token), and it must get the same jobs, not new ones. The kept
+-- answer is "<claimer>\n<settled: a 0 or 1 per report>\n<id> <token> ..." of the jobs.
+local answers_key = q.base .. 'answers'
 local slash = string.find(claimer, '/', 1, true)
 local who = slash and string.sub(claimer, 1, slash - 1)
+local now = now_ms()
 if who then
-  local kept = redis.call('HGET', q.answers, who)
-  if kept then
-    local answer = cmsgpack.unpack(kept)
-    if answer[1] == claimer then return answer[2] end
+  local kept = redis.call('HGET', answers_key, who)
+  if kept and string.sub(kept, 1, #claimer + 1) == claimer .. '\n' then
+    local settled_text, jobs_text = string.match(kept, '^[^\n]*\n([01]*)\n(.*)$')
+    local settled, claimed = {}, {}
+    for k = 1, #settled_text do settled[k] = tonumber(string.sub(settled_text, k, k)) end
+    for id, token in string.gmatch(jobs_text, '(%S+) (%d+)') do
+      answer_job(claimed, id, tonumber(token), job_fields(id))
+    end
+    return { settled, claimed, job_next_due(q, now) }
   end
 end
 
-local now = now_ms()
-local settled = {}
-for i = 4, #ARGV, 5 do
-  local ok = job_settle(q, node, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2],
-    tonumber(ARGV[i + 3]), ARGV[i + 4], now)
-  settled[#settled + 1] = ok and 1 or 0
-end
+local settled = job_settle(q, node, ARGV, 5, now)
 
-local claimed = {}
+local claimed, claims = {}, {}
 if max > 0 then
   job_promote(q, now, math.max(max, 100))
   local lanes = redis.call('ZRANGE', q.lanes, 0, -1, 'REV', 'WITHSCORES')
@@ -70,10 +91,11 @@ if max > 0 then
   end
   local count = #lanes / 2
   if count > 1 then
-    aging = tonumber(redis.call('HGET', q.conf, 'aging') or JOB_DEFAULT_AGING_MS)
+    aging = tonumber(redis.call('HGET', q.base .. 'conf', 'aging') or JOB_DEFAULT_AGING_MS)
     for i = 1, count do head(i) end
   end
-  while #claimed < 9 * max and count > 0 do
+  local shortest = node_lease
+  while #claimed < WIDTH * max and count > 0 do
     local best = 1
     if count > 1 then
       best = nil
@@ -82,50 +104,63 @@ if max > 0 then
       end
       if not best then break end
     end
-    local lane, key = lanes[2 * best - 1], lane_key(q, lanes[2 * best - 1])
+    local lane = lanes[2 * best - 1]
+    local key = lane_key(q, lane)
+    local want = count == 1 and max - #claimed / WIDTH or 1
     local ids
     if string.sub(lane, 1, 1) == 'd' then
-      local popped = redis.call('ZPOPMIN', key, count == 1 and max - #claimed / 9 or 1)
+      local popped = redis.call('ZPOPMIN', key, want)
       ids = {}
       for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
-    elseif count == 1 then
-      ids = redis.call('LPOP', key, max - #claimed / 9) or {}
     else
-      ids = { redis.call('LPOP', key) }
+      ids = redis.call('LPOP', key, want) or {}
     end
-    if #ids == 0 or redis.call('EXISTS', key) == 0 then
+    if #ids < want or redis.call('EXISTS', key) == 0 then
       redis.call('ZREM', q.lanes, lane)
       if count == 1 then count = 0 else heads[best] = false end
     elseif count > 1 then
       head(best)
     end
     for _, id in ipairs(ids) do
-      local jkey = job_key(q, id)
-      local f = redis.call('HMGET', jkey, 's', 'h', 'a', 't', 'd', 'D', 'f', 'm', 'b', 'n', 'T', 'W')
+      local f = job_fields(id)
       if f[1] == JOB_QUEUED then
         local deadline = opt_num(f[5])
         if deadline and deadline <= now then
-          job_miss_deadline(q, id, now, f[6] == '1', f[11], f[12] ~= false)
+          job_miss_deadline(q, id, now, f[6] == '1', f[11])
         else
-          local timeout, token = opt_num(f[4]), tonumber(f[10] or '0') + 1
-          redis.call('HSET', jkey, 's', JOB_RUNNING, 'n', token, 'w', node, 'S', now)
-          redis.call('ZADD', q.leases, now + job_lease_ms(timeout), id)
-          local n = #claimed
-          claimed[n + 1] = id; claimed[n + 2] = token; claimed[n + 3] = f[2]
-          claimed[n + 4] = f[3]; claimed[n + 5] = timeout or 0; claimed[n + 6] = deadline or 0
-          claimed[n + 7] = tonumber(f[7] or '0'); claimed[n + 8] = tonumber(f[8] or '1')
-          claimed[n + 9] = f[9] or ''
+          shortest = math.min(shortest, job_lease_ms(opt_num(f[4])))
+          answer_job(claimed, id, 0, f)
+          claims[#claims + 1] = job_result_ttl(f[11])
         end
       end
     end
   end
+  if #claims > 0 then
+    -- Tokens come from the partition's counter: one increment for the batch (rule J5).
+    local last = redis.call('INCRBY', q.base .. 'seq', #claims)
+    local entries, ids = {}, {}
+    for k = 1, #claims do
+      local token = last - #claims + k
+      local id = claimed[(k - 1) * WIDTH + 1]
+      claimed[(k - 1) * WIDTH + 2] = token
+      ids[k] = id
+      entries[2 * k - 1] = id
+      entries[2 * k] = token .. ' ' .. node .. ' ' .. now .. ' ' .. claims[k]
+    end
+    redis.call('HSET', q.running, unpack(entries))
+    redis.call('SADD', q.base .. 'held:' .. node, unpack(ids))
+    redis.call('ZADD', q.base .. 'nodes', now + shortest, node)
+  end
   -- Jobs are left for other workers: pass the wake marker on (rule J8).
-  if #claimed == 9 * max and redis.call('EXISTS', q.lanes) == 1 then job_wake(q) end
+  if #claimed == WIDTH * max and redis.call('EXISTS', q.lanes) == 1 then job_wake(q) end
 end
 
-local answer = { settled, claimed, job_next_due(q, now) }
 if who and #claimed > 0 then
-  if redis.call('HLEN', q.answers) >= 1024 then redis.call('DEL', q.answers) end
-  redis.call('HSET', q.answers, who, cmsgpack.pack({ claimer, answer }))
+  local kept = { claimer, '\n', table.concat(settled), '\n' }
+  for k = 1, #claimed, WIDTH do
+    kept[#kept + 1] = claimed[k] .. ' ' .. claimed[k + 1] .. ' '
+  end
+  if redis.call('HLEN', answers_key) >= 1024 then redis.call('DEL', answers_key) end
+  redis.call('HSET', answers_key, who, table.concat(kept))
 end
-return answer
+return { settled, claimed, job_next_due(q, now) }

@@ -6,5 +6,5 @@
 
 local q = lanes_keys(KEYS)
 local aging = arg_int(ARGV[1], 'aging ms', 1, 86400000)
-redis.call('HSET', q.conf, 'aging', aging)
+redis.call('HSET', (q.base .. 'conf'), 'aging', aging)
 return 1

@@ -10,7 +10,7 @@
 local q = lanes_keys(KEYS)
 local skip = arg_int(ARGV[1], 'offset', 0, 9007199254740992)
 local count = arg_int(ARGV[2], 'count', 1, 10000)
-local entries = redis.call('ZRANGE', q.dead, skip, skip + count - 1, 'WITHSCORES')
+local entries = redis.call('ZRANGE', q.base .. 'dead', skip, skip + count - 1, 'WITHSCORES')
 local answer = {}
 for i = 1, #entries, 2 do
   local f = redis.call('HMGET', job_key(q, entries[i]), 'h', 'x', 'f')

@@ -22,24 +22,25 @@ local offset = arg_int(ARGV[3], 'offset', 0, 9007199254740992)
 local limit = arg_int(ARGV[4], 'limit', 1, 10000)
 local ids = {}
 for i = 5, #ARGV do ids[#ids + 1] = arg_id(ARGV[i], 'job id') end
+local dead = q.base .. 'dead'
 local more = false
 if #ids == 0 then
-  ids = redis.call('ZRANGE', q.dead, offset, offset + limit - 1)
-  more = redis.call('ZCARD', q.dead) > offset + #ids
+  ids = redis.call('ZRANGE', dead, offset, offset + limit - 1)
+  more = redis.call('ZCARD', dead) > offset + #ids
 end
 
 local handled, kept, woke = 0, 0, false
 for _, id in ipairs(ids) do
   local key = job_key(q, id)
   local f = redis.call('HMGET', key, 'h', 'p', 'd')
-  if redis.call('ZSCORE', q.dead, id) and f[1] and (handler == '' or f[1] == handler) then
-    redis.call('ZREM', q.dead, id)
+  if redis.call('ZSCORE', dead, id) and f[1] and (handler == '' or f[1] == handler) then
+    redis.call('ZREM', dead, id)
     redis.call('DEL', q.base .. 'done:' .. id)
     if action == 'purge' then
       redis.call('DEL', key)
     else
       redis.call('PERSIST', key)
-      redis.call('HDEL', key, 'x', 'F', 'l', 'f', 'W')
+      redis.call('HDEL', key, 'x', 'F', 'l', 'f')
       redis.call('HSET', key, 's', JOB_QUEUED)
       job_push_ready(q, id, tonumber(f[2] or '0'), opt_num(f[3]), false)
       woke = true

@@ -6,21 +6,25 @@
 -- Errors: DTQ_INVALID_ARGUMENT
 
 local q = lanes_keys(KEYS)
-local node = job_claim_args(ARGV)
-local answers, released = {}, false
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  local key = job_key(q, id)
-  local f = redis.call('HMGET', key, 's', 'n', 'w', 'p', 'd')
-  local answer = 0
-  if f[1] == JOB_RUNNING and f[2] == ARGV[i + 1] and f[3] == node then
-    redis.call('ZREM', q.leases, id)
-    redis.call('HSET', key, 's', JOB_QUEUED)
-    job_push_ready(q, id, tonumber(f[4] or '0'), opt_num(f[5]), true)
-    answer = 1
-    released = true
+local node = job_claim_args(ARGV, 2)
+local ids = {}
+for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local answers, released = {}, {}
+if #ids == 0 then return answers end
+local entries = redis.call('HMGET', q.running, unpack(ids))
+for n, id in ipairs(ids) do
+  local claim = job_claim_of(entries[n])
+  if claim and claim.node == node and claim.token == tonumber(ARGV[2 * n + 1]) then
+    answers[n] = 1
+    released[#released + 1] = id
+  else
+    answers[n] = 0
   end
-  answers[#answers + 1] = answer
 end
-if released then job_wake(q) end
+job_drop_claims(q, node, released)
+for _, id in ipairs(released) do
+  local f = redis.call('HMGET', job_key(q, id), 'p', 'd')
+  job_push_ready(q, id, tonumber(f[1] or '0'), opt_num(f[2]), true)
+end
+if #released > 0 then job_wake(q) end
 return answers

@@ -69,7 +69,7 @@ class Attempt:
         self.context = JobContext(
             job.queue,
             job.id,
-            job.token,
+            job.attempt,
             job.max_attempts,
             optional_at(job.deadline_ms or 0),
             heartbeat,

@@ -25,7 +25,7 @@ from redis.crc import key_slot
 from ..client import Client
 from ..errors import DtaskqError
 from ..handlers import Handler, Registry
-from ..job_models import ClaimedJob
+from ..job_models import ClaimedJob, job_lease_ms
 from ..job_ops import MAX_CLAIM, Report
 from ..keys import QueuePartition
 from .job_exec import (
@@ -221,7 +221,7 @@ class JobRunner:
     # -- running attempts ---------------------------------------------------------------------
 
     def _start(self, i: int, job: ClaimedJob) -> None:
-        attempt = Attempt(job, lambda: self._heartbeat_one(i, job))
+        attempt = Attempt(job, lambda: self._heartbeat_one(i, attempt))
         with self._cond:
             self._running[(i, job.id)] = attempt
         prepared = prepare(attempt, self._registry)
@@ -234,9 +234,7 @@ class JobRunner:
             loop = self._loop.loop
             loop.call_soon_threadsafe(self._start_async, loop, i, attempt, handler, args, kwargs)
         else:
-            self._work.put(
-                lambda: self._finish(i, attempt, run_sync(attempt, handler, args, kwargs))
-            )
+            self._work.put(partial(self._run_sync, i, attempt, handler, args, kwargs))
 
     def _start_async(
         self,
@@ -303,26 +301,32 @@ class JobRunner:
     # -- leases -------------------------------------------------------------------------------
 
     def renew(self) -> None:
-        """Renews the leases of running jobs a third of a lease after the last renewal; tells
-        handlers whose job was cancelled or lost. Called by the heartbeat thread."""
+        """Renews this node's lease in each partition where one of its running jobs is due (a
+        third of the shortest lease after the last renewal, at least every second), with
+        every job it runs there; tells handlers whose job was cancelled or lost. Called by
+        the heartbeat thread."""
         now = time.monotonic()
         by_part: dict[int, list[Attempt]] = {}
         with self._cond:
             for (i, _), attempt in self._running.items():
-                if attempt.renew_at <= now:
-                    by_part.setdefault(i, []).append(attempt)
+                by_part.setdefault(i, []).append(attempt)
         for i, attempts in by_part.items():
-            claims = [(a.job.id, a.job.token) for a in attempts]
-            answers = self._client.heartbeat_jobs(self._parts[i], self._node, claims)
-            for attempt, answer in zip(attempts, answers, strict=True):
-                if answer == HELD:
-                    attempt.renew_at = now + renew_period_s(attempt.job.timeout_ms)
-                else:
-                    self._give_up(i, attempt, "cancelled" if answer == CANCELLED else "lost")
+            if min(a.renew_at for a in attempts) <= now:
+                self._renew(i, attempts, now)
 
-    def _heartbeat_one(self, i: int, job: ClaimedJob) -> bool:
-        answer = self._client.heartbeat_jobs(self._parts[i], self._node, [(job.id, job.token)])
-        return answer == [HELD]
+    def _renew(self, i: int, attempts: list[Attempt], now: float) -> list[int]:
+        claims = [(a.job.id, a.job.token) for a in attempts]
+        lease = min(job_lease_ms(a.job.timeout_ms) for a in attempts)
+        answers = self._client.heartbeat_jobs(self._parts[i], self._node, claims, lease)
+        for attempt, answer in zip(attempts, answers, strict=True):
+            if answer == HELD:
+                attempt.renew_at = now + renew_period_s(attempt.job.timeout_ms)
+            else:
+                self._give_up(i, attempt, "cancelled" if answer == CANCELLED else "lost")
+        return answers
+
+    def _heartbeat_one(self, i: int, attempt: Attempt) -> bool:
+        return self._renew(i, [attempt], time.monotonic()) == [HELD]
 
     def _give_up(self, i: int, attempt: Attempt, why: str) -> None:
         """Stops caring for an attempt whose job is no longer its own: its handler is told
