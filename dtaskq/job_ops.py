@@ -110,9 +110,9 @@ def enqueue(router: Router, queue: str, specs: Sequence[JobSpec]) -> Steps[list[
         else:
             replies = yield [call for call, _ in chunk]
         for (_, batch), reply in zip(chunk, replies, strict=True):
-            for i, (status, created) in zip(batch, reply, strict=True):
-                job_id = str(records[i][0])
-                answers[i] = Enqueued(job_id, JOB_STATUS_LETTERS[status], bool(created))
+            for k, i in enumerate(batch):
+                status, created = reply[2 * k : 2 * k + 1], reply[2 * k + 1] == ord("1")
+                answers[i] = Enqueued(str(records[i][0]), JOB_STATUS_LETTERS[status], created)
     return [answer for answer in answers if answer is not None]
 
 
@@ -135,6 +135,8 @@ def decode_job(queue: str, job_id: str, flat: list[bytes]) -> JobInfo:
 
     result = f.get(b"o")
     key = f.get(b"k")
+    # The latest claim: "<token> <node> <started ms> <result ttl ms>".
+    token, node, started, _ = f[b"c"].split(b" ") if b"c" in f else (b"0", None, b"0", b"")
     status = JOB_STATUS_LETTERS[f[b"s"]]
     ran = status in (JobStatus.RUNNING, JobStatus.COMPLETED)
     return JobInfo(
@@ -143,17 +145,17 @@ def decode_job(queue: str, job_id: str, flat: list[bytes]) -> JobInfo:
         handler=f[b"h"].decode(),
         status=status,
         attempt=num(b"f") + num(b"l") + ran,
-        token=num(b"n") or None,
+        token=int(token) or None,
         failures=num(b"f"),
         max_attempts=num(b"m", 1),
         priority=num(b"p"),
         enqueued_at=at(num(b"e")),
         run_at=optional_at(num(b"r")),
         deadline=optional_at(num(b"d")),
-        started_at=optional_at(num(b"S")),
+        started_at=optional_at(int(started)),
         finished_at=optional_at(num(b"F")),
         error=f.get(b"x", b"").decode("utf-8", "replace"),
-        node=f[b"w"].decode() if b"w" in f else None,
+        node=node.decode() if node else None,
         idempotency_key=key.decode() if key is not None else None,
         result=unpack(result) if result is not None else None,
         leases_lost=num(b"l"),

@@ -18,7 +18,7 @@ if status == JOB_SCHEDULED then
 elseif claim then
   status = JOB_RUNNING
   job_drop_claims(q, claim.node, { id })
-  redis.call('HSET', key, 'w', claim.node, 'S', claim.started, 'n', claim.token)
+  redis.call('HSET', key, 'c', claim.entry)
 elseif status == JOB_QUEUED then
   job_leave_lane(q, id, tonumber(f[2] or '0'), opt_num(f[3]))
 else

@@ -2,8 +2,8 @@
 -- KEYS[1] the job's hash ("<base>job:<id>")
 -- ARGV[1] job id
 -- Returns: the record as a flat list of field names and values; for a running job, "s" is
---          "R", and "w", "S" and "n" are those of its claim, with "L" added: when the node's
---          lease on it ends (server ms). Empty when there is no such job.
+--          "R" and "c" its claim, with "L" added: when the node's lease on it ends (server
+--          ms). Empty when there is no such job.
 -- Errors: DTQ_INVALID_ARGUMENT
 -- Flags: no-writes
 
@@ -19,8 +19,6 @@ local claim = status and record[status] == JOB_QUEUED
 if claim then
   record[status] = JOB_RUNNING
   local lease = redis.call('ZSCORE', q.base .. 'nodes', claim.node) or '0'
-  for _, value in ipairs({ 'w', claim.node, 'S', claim.started, 'n', claim.token, 'L', lease }) do
-    record[#record + 1] = value
-  end
+  for _, value in ipairs({ 'c', claim.entry, 'L', lease }) do record[#record + 1] = value end
 end
 return record

@@ -44,7 +44,7 @@ for _, node in ipairs(expired_nodes) do
     local f = redis.call('HMGET', key, 'l', 'p', 'd', 'T')
     local losses = tonumber(f[1] or '0') + 1
     redis.call('HSET', key, 'l', losses)
-    if claim then redis.call('HSET', key, 'w', node, 'S', claim.started, 'n', claim.token) end
+    if claim then redis.call('HSET', key, 'c', claim.entry) end
     if losses >= JOB_MAX_LEASES_LOST then
       job_fail(q, id, now, 'LeaseLost: the job lost its lease ' .. losses ..
         ' times (its workers died or stalled)', f[4], true)

@@ -12,11 +12,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Only canonical decimal text: tonumber alone would also take "1e1", "0x2" or "nan", and
--- round digits past 2^53.
+-- Only canonical decimal text: tonumber alone would also take "1e1", "0x2", "nan" or "007",
+-- and round digits past 2^53 (a check only the longest numbers need).
 local function arg_int(value, name, min, max)
-  local n = type(value) == 'string' and string.find(value, '^-?%d+$') and tonumber(value)
-  if not n or string.format('%.0f', n) ~= value or n < min or n > max then
+  local n = type(value) == 'string' and (string.find(value, '^-?[1-9]%d*$') or value == '0')
+    and tonumber(value)
+  if not n or n < min or n > max or (#value > 15 and string.format('%.0f', n) ~= value) then
     fail('INVALID_ARGUMENT', name .. ' must be an integer in [' .. min .. ', ' .. max .. ']')
   end
   return n

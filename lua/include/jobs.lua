@@ -4,8 +4,9 @@
 --   h handler   a arguments (msgpack)   s status   e enqueued at (server ms)
 --   p priority (0)   r run at   d deadline   D "1": drop the job at its deadline, else fail it
 --   t timeout ms   m max attempts (1)   b backoff "<first ms>,<max ms>"   T result ttl ms
---   k idempotency key   f failed attempts   l leases lost   w node of the latest attempt
---   S its start   n its token   F finished at   x error   o result (msgpack)
+--   k idempotency key   f failed attempts   l leases lost   c the latest claim, as its entry
+--   in `running` ("<token> <node> <started ms> <result ttl ms>")   F finished at   x error
+--   o result (msgpack)
 -- A claim writes nothing into the hash (rule J5): a running job stays "Q" there, and its
 -- claim lives in the partition's `running` hash, so that claims and reports of a batch of
 -- jobs cost one call each for the batch, not one per job.
@@ -98,7 +99,9 @@ end
 local function job_claim_of(entry)
   if not entry then return nil end
   local token, node, started, ttl = string.match(entry, '^(%d+) (%S+) (%d+) (%d+)$')
-  return { token = tonumber(token), node = node, started = started, ttl = tonumber(ttl) }
+  return {
+    token = tonumber(token), node = node, started = started, ttl = tonumber(ttl), entry = entry,
+  }
 end
 
 -- Forgets the claims of `ids`, which `node` held (ids: a list of at most a few thousand).
@@ -219,13 +222,12 @@ local function job_settle(q, node, ARGV, first, now)
       local id, code, value = ids[n], ARGV[i + 2], ARGV[i + 4]
       local key = job_key(q, id)
       if code == 'c' then
-        redis.call('HSET', key, 's', JOB_COMPLETED, 'F', now, 'o', value, 'w', node,
-          'S', claim.started, 'n', claim.token)
+        redis.call('HSET', key, 's', JOB_COMPLETED, 'F', now, 'o', value, 'c', claim.entry)
         job_finish(q, id, claim.ttl)
       else
         local f = redis.call('HMGET', key, 'm', 'f', 'p', 'd')
         local failures = tonumber(f[2] or '0') + 1
-        redis.call('HSET', key, 'f', failures, 'w', node, 'S', claim.started, 'n', claim.token)
+        redis.call('HSET', key, 'f', failures, 'c', claim.entry)
         local delay = tonumber(ARGV[i + 3])
         if code == 'F' or failures >= tonumber(f[1] or '1') then
           job_fail(q, id, now, value, claim.ttl, true)
