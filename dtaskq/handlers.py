@@ -111,6 +111,25 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
     return annotation is JobContext
 
 
+def _job_signature(fn: Callable[..., Any], takes_context: bool) -> inspect.Signature:
+    """The signature a job's arguments must fit: the function's, without its context."""
+    signature = inspect.signature(fn)
+    if takes_context:
+        parameters = list(signature.parameters.values())[1:]
+        signature = signature.replace(parameters=parameters)
+    return signature
+
+
+def _plain_arity(signature: inspect.Signature) -> int | None:
+    """The number of parameters of a signature whose parameters are all positional without
+    defaults (then a call with that many positional arguments fits it); None otherwise."""
+    plain = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY
+    for parameter in signature.parameters.values():
+        if parameter.kind not in plain or parameter.default is not inspect.Parameter.empty:
+            return None
+    return len(signature.parameters)
+
+
 @dataclass(frozen=True)
 class Handler(Generic[P, R]):
     """A registered handler: call it like the function, or enqueue a call of it."""
@@ -122,18 +141,22 @@ class Handler(Generic[P, R]):
     is_async: bool
     options: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        # Checked for every job a worker runs: worked out once.
+        signature = _job_signature(self.fn, self.takes_context)
+        object.__setattr__(self, "_signature", signature)
+        object.__setattr__(self, "_arity", _plain_arity(signature))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def bind(self, args: Any, kwargs: Any) -> inspect.BoundArguments:
-        """The arguments bound to the function's signature (after the context, if it takes
-        one); ``InvalidArgument`` when they do not fit."""
-        signature = inspect.signature(self.fn)
-        if self.takes_context:
-            parameters = list(signature.parameters.values())[1:]
-            signature = signature.replace(parameters=parameters)
+    def check(self, args: Any, kwargs: Any) -> None:
+        """``InvalidArgument`` unless the arguments fit the function's signature (after the
+        context, if it takes one)."""
+        if not kwargs and len(args) == self.__dict__["_arity"]:
+            return
         try:
-            return signature.bind(*args, **kwargs)
+            self.__dict__["_signature"].bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArgument(f"bad arguments for handler {self.name}: {exc}") from None
 
@@ -161,7 +184,7 @@ class Handler(Generic[P, R]):
         """Enqueues a call of this handler on its queue, with its default options: returns the
         :class:`~dtaskq.Job` (with an :class:`~dtaskq.AsyncClient`, a coroutine of an
         :class:`~dtaskq.AsyncJob`). The arguments are checked against the function."""
-        self.bind(args, kwargs)
+        self.check(args, kwargs)
         return client.enqueue(self.queue, self.name, args, kwargs, **self.options)
 
 

@@ -64,7 +64,7 @@ class AsyncJobMethods(AsyncConnected):
                 raise not_found(queue, job_id)
             if isinstance(state, JobInfo):
                 return state
-            wait = wait_seconds(deadline)
+            wait = wait_seconds(deadline, self.redis)
             if wait <= 0:
                 raise timed_out(queue, job_id)
             await self._run(

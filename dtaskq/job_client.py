@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any, Unpack
 
+import redis.connection
+
 from . import job_ops, validate
 from .connected import Connected
 from .errors import InvalidArgument, JobNotFound, JobTimeout
@@ -26,6 +28,8 @@ from .keys import QueuePartition
 
 BLOCK_SECONDS = 30.0
 """The longest single blocking read of a waiter; it then checks the job again."""
+SOCKET_MARGIN_S = 0.5
+_DEFAULT_SOCKET_TIMEOUT: float | None = getattr(redis.connection, "DEFAULT_SOCKET_TIMEOUT", None)
 
 
 def job_spec(handler: str, args: Any, kwargs: Any, options: dict[str, Any]) -> JobSpec:
@@ -36,11 +40,21 @@ def job_spec(handler: str, args: Any, kwargs: Any, options: dict[str, Any]) -> J
     return JobSpec(handler, args, kwargs, **options)
 
 
-def wait_seconds(deadline: float | None) -> float:
-    """How long the next blocking read of a waiter may last (0: the wait is over)."""
+def wait_seconds(deadline: float | None, connection: Any) -> float:
+    """How long the next blocking read of a waiter may last (0: the wait is over): at most
+    BLOCK_SECONDS, and less than the connection's socket timeout (redis-py's default is 5 s),
+    which would otherwise cut the read short."""
+    limit = BLOCK_SECONDS
+    kwargs = getattr(getattr(connection, "connection_pool", None), "connection_kwargs", None)
+    if kwargs is None:  # a cluster client keeps its nodes' options itself
+        kwargs = getattr(connection, "nodes_manager", None)
+        kwargs = getattr(kwargs, "connection_kwargs", {}) if kwargs is not None else {}
+    socket_timeout = kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
+    if socket_timeout:
+        limit = min(limit, max(0.05, socket_timeout - SOCKET_MARGIN_S))
     if deadline is None:
-        return BLOCK_SECONDS
-    return min(BLOCK_SECONDS, max(0.0, deadline - time.monotonic()))
+        return limit
+    return min(limit, max(0.0, deadline - time.monotonic()))
 
 
 def timeout_deadline(timeout: float | None) -> float | None:
@@ -116,7 +130,7 @@ class JobMethods(Connected):
                 raise not_found(queue, job_id)
             if isinstance(state, JobInfo):
                 return state
-            wait = wait_seconds(deadline)
+            wait = wait_seconds(deadline, self.redis)
             if wait <= 0:
                 raise timed_out(queue, job_id)
             self._run(

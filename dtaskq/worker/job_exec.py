@@ -62,22 +62,52 @@ class Attempt:
     whether the worker gave up on it (timed out, released or lost): a late outcome is then
     dropped."""
 
-    def __init__(self, job: ClaimedJob, heartbeat: Callable[[], bool]) -> None:
+    __slots__ = (
+        "_context",
+        "_heartbeat",
+        "abandoned",
+        "ends_at",
+        "future",
+        "is_async",
+        "job",
+        "renew_at",
+    )
+
+    def __init__(self, job: ClaimedJob, heartbeat: Callable[[Attempt], bool]) -> None:
         self.job = job
-        self.started = time.monotonic()
-        self.ends_at = self.started + job.timeout_ms / 1000 if job.timeout_ms else None
-        self.context = JobContext(
-            job.queue,
-            job.id,
-            job.attempt,
-            job.max_attempts,
-            optional_at(job.deadline_ms or 0),
-            heartbeat,
-        )
-        self.renew_at = self.started + renew_period_s(job.timeout_ms)
+        started = time.monotonic()
+        self.ends_at = started + job.timeout_ms / 1000 if job.timeout_ms else None
+        self.renew_at = started + renew_period_s(job.timeout_ms)
         self.is_async = False
         self.future: asyncio.Task[None] | None = None
         self.abandoned = False
+        self._heartbeat = heartbeat
+        self._context: JobContext | None = None
+
+    @property
+    def context(self) -> JobContext:
+        """The handler's view of this attempt, made when first asked for: most handlers
+        never take one."""
+        if self._context is None:
+            job = self.job
+            self._context = JobContext(
+                job.queue,
+                job.id,
+                job.attempt,
+                job.max_attempts,
+                optional_at(job.deadline_ms or 0),
+                lambda: self._heartbeat(self),
+            )
+            if self.abandoned:
+                self._context.cancel()
+        return self._context
+
+    def give_up(self) -> None:
+        """The worker no longer cares for this attempt: its outcome will be dropped, and its
+        handler, if it took a context, sees ``cancelled``."""
+        self.abandoned = True
+        if self._context is not None:
+            self._context.cancel()
 
     def cancel_task(self) -> None:
         """Cancels the asyncio task of an async attempt (call on its loop)."""
@@ -121,7 +151,7 @@ def prepare(attempt: Attempt, registry: Registry) -> tuple[Handler[Any, Any], An
     except Exception as exc:
         return attempt.report(FAILED_FOR_GOOD, f"BadPayload: {exc}"[:MAX_ERROR_CHARS].encode())
     try:
-        handler.bind(args, kwargs)
+        handler.check(args, kwargs)
     except Exception as exc:
         return attempt.report(FAILED_FOR_GOOD, error_text(exc).encode())
     if handler.takes_context:

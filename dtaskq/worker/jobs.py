@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from .job_exec import (
     run_async,
     run_sync,
 )
+from .job_pool import SyncPool
 
 log = logging.getLogger("dtaskq.worker")
 
@@ -71,7 +71,7 @@ class JobRunner:
         self._reports: dict[int, list[Report]] = {}
         self._running: dict[tuple[int, str], Attempt] = {}
         self._next = 0
-        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._pool: SyncPool | None = None
         self._threads: list[threading.Thread] = []
         self._loop: EventLoopThread | None = None
 
@@ -101,8 +101,7 @@ class JobRunner:
         self._spawn("dtaskq-jobs", self._feed)
         for members in groups.values():
             self._spawn("dtaskq-job-waiter", partial(self._wait_for_markers, members))
-        for n in range(self._slots):
-            self._spawn(f"dtaskq-job-{n}", self._run_sync_jobs)
+        self._pool = SyncPool(self._slots, "dtaskq-job")
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -182,8 +181,8 @@ class JobRunner:
             if claim.next_due_ms is not None:
                 at = time.monotonic() + claim.next_due_ms / 1000
                 self._due[i] = min(at, self._due.get(i, at))
-        for job in claim.jobs:
-            self._start(i, job)
+        if claim.jobs:
+            self._start(i, claim.jobs)
 
     def _requeue_reports(self, i: int, reports: list[Report]) -> None:
         """Keeps reports a failed call may not have delivered: a second delivery of one is
@@ -220,54 +219,52 @@ class JobRunner:
 
     # -- running attempts ---------------------------------------------------------------------
 
-    def _start(self, i: int, job: ClaimedJob) -> None:
-        attempt = Attempt(job, lambda: self._heartbeat_one(i, attempt))
+    def _start(self, i: int, jobs: list[ClaimedJob]) -> None:
+        """Starts the attempts of a claim's jobs: sync ones on the pool, async ones on the
+        loop, each kind handed over once for the whole batch."""
+        attempts = [Attempt(job, partial(self._heartbeat_one, i)) for job in jobs]
         with self._cond:
-            self._running[(i, job.id)] = attempt
-        prepared = prepare(attempt, self._registry)
-        if isinstance(prepared, Report):
-            self._finish(i, attempt, prepared)
-            return
-        handler, args, kwargs = prepared
-        if handler.is_async and self._loop is not None:
-            attempt.is_async = True
+            for attempt in attempts:
+                self._running[(i, attempt.job.id)] = attempt
+        sync: list[Callable[[], None]] = []
+        started: list[tuple[Attempt, Handler[Any, Any], Any, Any]] = []
+        for attempt in attempts:
+            prepared = prepare(attempt, self._registry)
+            if isinstance(prepared, Report):
+                self._finish(i, attempt, prepared)
+            elif prepared[0].is_async and self._loop is not None:
+                attempt.is_async = True
+                started.append((attempt, *prepared))
+            else:
+                sync.append(partial(self._run_sync, i, attempt, *prepared))
+        if sync and self._pool is not None:
+            self._pool.submit(sync)
+        if started and self._loop is not None:
             loop = self._loop.loop
-            loop.call_soon_threadsafe(self._start_async, loop, i, attempt, handler, args, kwargs)
-        else:
-            self._work.put(partial(self._run_sync, i, attempt, handler, args, kwargs))
+            loop.call_soon_threadsafe(self._start_async, loop, i, started)
 
     def _start_async(
         self,
         loop: asyncio.AbstractEventLoop,
         i: int,
-        attempt: Attempt,
-        handler: Handler[Any, Any],
-        args: Any,
-        kwargs: Any,
+        started: list[tuple[Attempt, Handler[Any, Any], Any, Any]],
     ) -> None:
-        async def run() -> None:
-            report: Report | None = None
-            try:
-                report = await run_async(attempt, handler, args, kwargs)
-            finally:  # a cancelled job reports nothing: its report would be turned away
-                self._finish(i, attempt, report)
+        for attempt, handler, args, kwargs in started:
+            attempt.future = loop.create_task(self._run_async(i, attempt, handler, args, kwargs))
 
-        attempt.future = loop.create_task(run())
+    async def _run_async(
+        self, i: int, attempt: Attempt, handler: Handler[Any, Any], args: Any, kwargs: Any
+    ) -> None:
+        report: Report | None = None
+        try:
+            report = await run_async(attempt, handler, args, kwargs)
+        finally:  # a cancelled job reports nothing: its report would be turned away
+            self._finish(i, attempt, report)
 
     def _run_sync(
         self, i: int, attempt: Attempt, handler: Handler[Any, Any], args: Any, kwargs: Any
     ) -> None:
         self._finish(i, attempt, run_sync(attempt, handler, args, kwargs))
-
-    def _run_sync_jobs(self) -> None:
-        while True:
-            work = self._work.get()
-            if work is None:
-                return
-            try:
-                work()
-            except Exception:  # the thread must outlive any surprise, or a slot is lost
-                log.exception("job runner failed")
 
     def _finish(self, i: int, attempt: Attempt, report: Report | None) -> None:
         """An attempt ended: its slot is free, and its report goes with the next claim
@@ -290,8 +287,7 @@ class JobRunner:
             if attempt.ends_at is None or attempt.abandoned or attempt.is_async:
                 continue
             if attempt.ends_at <= now:
-                attempt.abandoned = True
-                attempt.context.cancel()
+                attempt.give_up()
                 del self._running[(i, attempt.job.id)]
                 self._reports.setdefault(i, []).append(attempt.timed_out())
             else:
@@ -333,10 +329,9 @@ class JobRunner:
         (an async one is cancelled) and its outcome will be dropped."""
         log.info("job %s %s while running", attempt.job.id, why)
         with self._cond:
-            attempt.abandoned = True
+            attempt.give_up()
             if self._running.get((i, attempt.job.id)) is attempt:
                 del self._running[(i, attempt.job.id)]
-        attempt.context.cancel()
         if attempt.is_async and self._loop is not None:
             self._loop.loop.call_soon_threadsafe(attempt.cancel_task)
 
@@ -374,8 +369,8 @@ class JobRunner:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        for _ in range(self._slots):
-            self._work.put(None)
+        if self._pool is not None:
+            self._pool.stop()
         for thread in self._threads:
             if thread.name in ("dtaskq-jobs", "dtaskq-job-waiter"):
                 thread.join()
