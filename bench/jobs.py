@@ -608,7 +608,8 @@ def table(report: dict[str, Any]) -> str:
                 _cost_row(
                     f"steady, {setup}, producer of enqueue_many x {STEADY_BATCH} for "
                     f"{s['duration_s']:.1f} s (client: the workers)",
-                    f"{s['jobs_per_s']:,.0f} jobs/s ({s['completed']:,} completed)",
+                    f"{s['jobs_per_s']:,.0f} jobs/s ({s['completed']:,} completed; backlog "
+                    f"full {s['producer_waits']:,}x)",
                     s,
                 )
             )
