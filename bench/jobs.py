@@ -44,7 +44,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -275,7 +275,7 @@ def bench_burn(
     client: dtaskq.Client,
     r: redis.Redis,
     workers: WorkerProcesses,
-    launch: Any,
+    launch: Callable[[], float],
     queue: str,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
