@@ -30,6 +30,9 @@ class SyncPool:
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{n}", daemon=True) for n in range(size)
         ]
+
+    def start(self) -> None:
+        """Starts the threads; work submitted before waits for them."""
         for thread in self._threads:
             thread.start()
 

@@ -71,7 +71,7 @@ class JobRunner:
         self._reports: dict[int, list[Report]] = {}
         self._running: dict[tuple[int, str], Attempt] = {}
         self._next = 0
-        self._pool: SyncPool | None = None
+        self._pool = SyncPool(slots, "dtaskq-job")
         self._threads: list[threading.Thread] = []
         self._loop: EventLoopThread | None = None
 
@@ -94,6 +94,7 @@ class JobRunner:
         self._hinted = set(range(len(self._parts)))
         if any(h.is_async for h in self._registry):
             self._loop = EventLoopThread()
+        self._pool.start()
         groups: dict[int, list[int]] = {}
         for i, part in enumerate(self._parts):
             slot = key_slot(part.wake_key().encode()) if self._client.cluster else 0
@@ -101,7 +102,6 @@ class JobRunner:
         self._spawn("dtaskq-jobs", self._feed)
         for members in groups.values():
             self._spawn("dtaskq-job-waiter", partial(self._wait_for_markers, members))
-        self._pool = SyncPool(self._slots, "dtaskq-job")
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -237,7 +237,7 @@ class JobRunner:
                 started.append((attempt, *prepared))
             else:
                 sync.append(partial(self._run_sync, i, attempt, *prepared))
-        if sync and self._pool is not None:
+        if sync:
             self._pool.submit(sync)
         if started and self._loop is not None:
             loop = self._loop.loop
@@ -369,8 +369,7 @@ class JobRunner:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        if self._pool is not None:
-            self._pool.stop()
+        self._pool.stop()
         for thread in self._threads:
             if thread.name in ("dtaskq-jobs", "dtaskq-job-waiter"):
                 thread.join()
