@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
 log = logging.getLogger("dtaskq.worker")
 
 Work = Callable[[], None]
+
+WAKE_BACKLOG_S = 0.002
+"""How long the queued items may keep the awake threads busy before another thread wakes."""
+SLOW_S = 0.1
+"""What an item is assumed to take until some have run: at first every item gets a thread."""
 
 
 class SyncPool:
@@ -18,15 +24,18 @@ class SyncPool:
     the process alive.
 
     Work arrives in batches. Only one idle thread is woken per batch; a thread that takes an
-    item while more wait wakes the next. Short handlers are thus run by the few threads that
-    are awake, without a thread switch per job, while blocking ones still spread over as many
-    threads as they need."""
+    item wakes another while the items left would take the awake threads longer than
+    WAKE_BACKLOG_S, judged by how long recent items took. Short handlers are thus run by the
+    few threads that are awake, without a thread switch per job (threads contending for the
+    queue cost more than the handlers), while blocking ones spread over as many threads as
+    they need."""
 
     def __init__(self, size: int, name: str) -> None:
         self._queue: deque[Work] = deque()
         self._cond = threading.Condition()
         self._idle = 0
         self._stopping = False
+        self._seconds_per_item = SLOW_S
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{n}", daemon=True) for n in range(size)
         ]
@@ -60,9 +69,14 @@ class SyncPool:
                     cond.wait()
                     self._idle -= 1
                 work = queue.popleft()
-                if queue and self._idle:
+                awake = len(self._threads) - self._idle
+                if self._idle and len(queue) * self._seconds_per_item > WAKE_BACKLOG_S * awake:
                     cond.notify()
+            began = time.perf_counter()
             try:
                 work()
             except Exception:  # the thread must outlive any surprise, or a slot is lost
                 log.exception("job runner failed")
+            # A rough running average is enough to tell short handlers from blocking ones.
+            took = time.perf_counter() - began
+            self._seconds_per_item += (took - self._seconds_per_item) / 8
