@@ -109,13 +109,13 @@ HANDLERS = {"sync": ("noop", "stamp"), "async": ("noop_async", "stamp_async")}
 def pending(r: redis.Redis, parts: Sequence[QueuePartition]) -> dict[str, int]:
     """Jobs of the queue that have not ended: ``queued`` (priority-0 lane: every job of this
     benchmark), ``lanes`` (non-empty lanes of any priority), ``scheduled`` and ``running``
-    (the lease index: claimed, and not yet reported by the worker), in one round trip."""
+    (the claims index: claimed, and not yet reported by the worker), in one round trip."""
     pipe = r.pipeline(transaction=False)
     for part in parts:
         pipe.llen(f"{part.base}ready:0")
         pipe.zcard(f"{part.base}lanes")
         pipe.zcard(f"{part.base}scheduled")
-        pipe.zcard(f"{part.base}leases")
+        pipe.hlen(f"{part.base}running")
     replies = pipe.execute()
     names = ("queued", "lanes", "scheduled", "running")
     return {name: sum(replies[i::4]) for i, name in enumerate(names)}
@@ -151,10 +151,11 @@ def job_states(
     for start in range(0, len(ids), 1000):
         pipe = r.pipeline(transaction=False)
         for job_id in ids[start : start + 1000]:
-            pipe.hmget(parts[partition_of(job_id, len(parts))].job_key(job_id), "s", "w", "o")
-        for status, node, result in pipe.execute():
+            pipe.hmget(parts[partition_of(job_id, len(parts))].job_key(job_id), "s", "c", "o")
+        for status, claim, result in pipe.execute():
             statuses[status.decode() if status else "missing"] += 1
-            nodes[node.decode() if node else "-"] += 1
+            # The latest claim: "<token> <node> <started ms> <result ttl ms>".
+            nodes[claim.split(b" ")[1].decode() if claim else "-"] += 1
             if result is not None and result != b"\xc0":
                 results.append(msgpack.unpackb(result))
     return statuses, nodes, results

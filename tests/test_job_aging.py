@@ -63,10 +63,10 @@ def test_a_low_priority_job_starts_within_the_aging_bound_under_a_flood(
     for job in flood:
         info = client.get_job(namespace, job.id)
         assert info is not None
-        if info.status is JobStatus.COMPLETED and info.token is not None:
-            if info.token < mine.token:
-                assert info.enqueued_at <= bound, "only jobs within the bound go first"
-                overtaken += 1
+        done = info.status is JobStatus.COMPLETED and info.token is not None
+        if done and info.token < mine.token:  # type: ignore[operator]
+            assert info.enqueued_at <= bound, "only jobs within the bound go first"
+            overtaken += 1
         if info.enqueued_at > bound and (info.token is None or info.token > mine.token):
             later += 1
     assert overtaken > 0, "the flood went first for a while"
