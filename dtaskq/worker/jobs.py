@@ -65,6 +65,7 @@ class JobRunner:
         self._claiming = True
         self._stopped = False
         self._passing = False
+        self._pumping = threading.Lock()
         self._parts: list[QueuePartition] = []
         self._hinted: set[int] = set()
         self._due: dict[int, float] = {}
@@ -111,19 +112,48 @@ class JobRunner:
     # -- claiming and reporting ---------------------------------------------------------------
 
     def _feed(self) -> None:
+        """The feeder thread: makes the passes that fall due while no other thread makes
+        them (timers, timeouts, reports of async handlers, a stop's last reports)."""
         while True:
+            with self._cond:
+                while True:
+                    wanted, wake_at = self._wanted(time.monotonic())
+                    if wanted:
+                        break
+                    if self._stopped:
+                        return
+                    self._cond.wait(max(0.0, wake_at - time.monotonic()))
+            self._pump(block=True)
+
+    def _pump(self, block: bool = False) -> bool:
+        """Makes passes while reports wait or a partition may have jobs for free slots. One
+        thread at a time makes them: the feeder, or whichever thread has something to send
+        (a waiter that took a wake marker, a sync handler's thread that just ended its job),
+        which saves a thread switch on the way from a wake-up to a claim, and from an ended
+        job to its report. False when another thread was at it (it then sends what this one
+        would have, or the feeder does)."""
+        if not self._pumping.acquire(blocking=block):
+            return False
+        try:
+            while True:
+                with self._cond:
+                    wanted, _ = self._wanted(time.monotonic())
+                    if not wanted:
+                        return True
+                    self._passing = True
+                    reports, self._reports = self._reports, {}
+                    n = len(self._parts)
+                    self._next = (self._next + 1) % n
+                    order = sorted(wanted, key=lambda i: (i - self._next) % n)
+                for i in order:
+                    self._claim(i, reports.pop(i, []))
+                for i, left in reports.items():  # only when the runner stopped claiming midway
+                    self._requeue_reports(i, left)
+        finally:
             with self._cond:
                 self._passing = False
                 self._cond.notify_all()
-                order = self._next_pass()
-                if order is None:
-                    return
-                self._passing = True
-                reports, self._reports = self._reports, {}
-            for i in order:
-                self._claim(i, reports.pop(i, []))
-            for i, left in reports.items():  # only when the feeder stopped claiming midway
-                self._requeue_reports(i, left)
+            self._pumping.release()
 
     def wait_idle(self, timeout: float) -> bool:
         """Waits until no job runs, every report was sent, and every partition answered that
@@ -138,26 +168,16 @@ class JobRunner:
                 self._cond.wait(min(left, WAIT_S))
             return True
 
-    def _next_pass(self) -> list[int] | None:
-        """Waits (holding the lock) until reports wait or a hinted partition can be claimed
-        from; the partitions to call, rotated for fairness. None once stopped and flushed."""
-        while True:
-            now = time.monotonic()
-            for i, at in list(self._due.items()):
-                if at <= now:
-                    self._hinted.add(i)
-                    del self._due[i]
-            wake_at = self._expire_timeouts(now)
-            claimable = self._hinted if self._claiming and self._free > 0 else set()
-            wanted = claimable | set(self._reports)
-            if wanted:
-                n = len(self._parts)
-                self._next = (self._next + 1) % n
-                return sorted(wanted, key=lambda i: (i - self._next) % n)
-            if self._stopped:
-                return None
-            wake_at = min([wake_at, now + WAIT_S, *self._due.values()])
-            self._cond.wait(max(0.0, wake_at - now))
+    def _wanted(self, now: float) -> tuple[set[int], float]:
+        """(Holding the lock) the partitions a pass would call now: those with reports to send
+        and, with a free slot, those that may have ready jobs; and when to look again."""
+        for i, at in list(self._due.items()):
+            if at <= now:
+                self._hinted.add(i)
+                del self._due[i]
+        wake_at = self._expire_timeouts(now)
+        claimable = self._hinted if self._claiming and self._free > 0 else set()
+        return claimable | set(self._reports), min([wake_at, now + WAIT_S, *self._due.values()])
 
     def _claim(self, i: int, reports: list[Report]) -> None:
         with self._cond:
@@ -215,7 +235,10 @@ class JobRunner:
                 elif empty_waits >= RECHECK_WAITS:
                     empty_waits = 0
                     self._hinted.update(members)
+                else:
+                    continue
                 self._cond.notify_all()
+            self._pump()
 
     # -- running attempts ---------------------------------------------------------------------
 
@@ -265,6 +288,7 @@ class JobRunner:
         self, i: int, attempt: Attempt, handler: Handler[Any, Any], args: Any, kwargs: Any
     ) -> None:
         self._finish(i, attempt, run_sync(attempt, handler, args, kwargs))
+        self._pump()
 
     def _finish(self, i: int, attempt: Attempt, report: Report | None) -> None:
         """An attempt ended: its slot is free, and its report goes with the next claim
