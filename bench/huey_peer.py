@@ -24,17 +24,16 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 from huey_tasks import NAME, URL_ENV, huey, noop, stamp
+from stats import percentiles
 
 BENCH = Path(__file__).resolve().parent
 POLL_S = 0.01
@@ -67,23 +66,6 @@ def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a live process, from ``/proc/<pid>/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50, p95, p99 (nearest rank), max and mean of ``values``."""
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[max(0, min(len(ordered) - 1, int(p / 100 * len(ordered) + 0.5) - 1))]
-
-    return {
-        "count": len(ordered),
-        "p50": rank(50),
-        "p95": rank(95),
-        "p99": rank(99),
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
-    }
 
 
 def costs(

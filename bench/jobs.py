@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -65,6 +64,7 @@ from core import (
     server,
 )
 from runtime import proc_cpu_s
+from stats import percentiles
 
 import dtaskq
 from dtaskq import JobSpec
@@ -364,23 +364,6 @@ def bench_steady(
         "script_calls_per_job": calls / max(done, 1),
         "sample": asdict(sample),
         **per_job(sample, max(done, 1)),
-    }
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50, p95, p99 (nearest rank), max and mean of ``values``."""
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[max(0, min(len(ordered) - 1, int(p / 100 * len(ordered) + 0.5) - 1))]
-
-    return {
-        "count": len(ordered),
-        "p50": rank(50),
-        "p95": rank(95),
-        "p99": rank(99),
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
     }
 
 

@@ -12,15 +12,7 @@
 --          lease ends (-1: no lease)}
 -- Errors: DTQ_INVALID_ARGUMENT
 
-local limit = arg_int(ARGV[1], 'limit', 1, 10000)
-local sweeper = ARGV[2]
-local lock_ms = arg_int(ARGV[3], 'lock ms', 0, 60000)
-if sweeper ~= '' then
-  arg_id(sweeper, 'sweeper')
-  if lock_ms == 0 then fail('INVALID_ARGUMENT', 'a sweeper takes the lock for 1 to 60000 ms') end
-elseif lock_ms ~= 0 then
-  fail('INVALID_ARGUMENT', 'the lock needs a sweeper')
-end
+local limit, sweeper, lock_ms = sweep_args(ARGV)
 local now = now_ms()
 local part = partition_task_keys(KEYS[1], 'leases', '')
 
@@ -32,11 +24,8 @@ local function next_lease_in()
 end
 
 local base = string.sub(KEYS[1], 1, #KEYS[1] - #'leases')
-if sweeper ~= '' then
-  local lock = base .. 'sweeping'
-  if not redis.call('SET', lock, sweeper, 'NX', 'PX', lock_ms) and redis.call('GET', lock) ~= sweeper then
-    return { 0, 0, 0, 1, next_lease_in() }
-  end
+if not take_sweep_lock(base .. 'sweeping', sweeper, lock_ms) then
+  return { 0, 0, 0, 1, next_lease_in() }
 end
 local looked, reclaimed = end_expired_leases(KEYS[1], now, limit)
 local deleted = 0

@@ -15,18 +15,8 @@
 -- Errors: DTQ_INVALID_ARGUMENT
 
 local q = lanes_keys(KEYS)
-local limit = arg_int(ARGV[1], 'limit', 1, 10000)
-local sweeper = ARGV[2]
-local lock_ms = arg_int(ARGV[3], 'lock ms', 0, 60000)
-if sweeper ~= '' then
-  arg_id(sweeper, 'sweeper')
-  if lock_ms == 0 then fail('INVALID_ARGUMENT', 'a sweeper takes the lock for 1 to 60000 ms') end
-elseif lock_ms ~= 0 then
-  fail('INVALID_ARGUMENT', 'the lock needs a sweeper')
-end
-local lock = q.base .. 'sweeping'
-if sweeper ~= '' and not redis.call('SET', lock, sweeper, 'NX', 'PX', lock_ms)
-    and redis.call('GET', lock) ~= sweeper then
+local limit, sweeper, lock_ms = sweep_args(ARGV)
+if not take_sweep_lock(q.base .. 'sweeping', sweeper, lock_ms) then
   return { 0, 0, 0, 0, -2 }
 end
 

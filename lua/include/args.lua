@@ -41,3 +41,25 @@ end
 local function int(n)
   return string.format('%.0f', n)
 end
+
+-- The ARGV of a sweep (sweep, sweep_jobs): a limit of items, then a sweeper and the ms it
+-- takes the partition's sweep lock for ("" and 0: no lock).
+local function sweep_args(ARGV)
+  local limit = arg_int(ARGV[1], 'limit', 1, 10000)
+  local sweeper = ARGV[2]
+  local lock_ms = arg_int(ARGV[3], 'lock ms', 0, 60000)
+  if sweeper ~= '' then
+    arg_id(sweeper, 'sweeper')
+    if lock_ms == 0 then fail('INVALID_ARGUMENT', 'a sweeper takes the lock for 1 to 60000 ms') end
+  elseif lock_ms ~= 0 then
+    fail('INVALID_ARGUMENT', 'the lock needs a sweeper')
+  end
+  return limit, sweeper, lock_ms
+end
+
+-- Takes a partition's sweep lock `lock` for `sweeper`; false when another sweeper holds it.
+-- Never released: it runs out, so that a sweeper that dies holds it no longer than that.
+local function take_sweep_lock(lock, sweeper, lock_ms)
+  return sweeper == '' or redis.call('SET', lock, sweeper, 'NX', 'PX', lock_ms)
+    or redis.call('GET', lock) == sweeper
+end
