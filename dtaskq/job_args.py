@@ -12,13 +12,16 @@ import msgpack
 from . import validate
 from .calls import Arg, request_id
 from .errors import InvalidArgument
-from .job_models import Backoff, Duration, JobSpec
+from .job_models import DEFAULT_BACKOFF, DEFAULT_RESULT_TTL, Backoff, Duration, JobSpec
 
 MAX_PRIORITY = 1000
 MAX_ATTEMPTS = 1000
 MAX_KEY_BYTES = validate.MAX_ID_BYTES - 1
 """An idempotency key ``k`` names its job ``=k``, which must be a valid id."""
-DEFAULT_BACKOFF = Backoff()
+MAX_CHECKED_HANDLERS = 1024
+_CHECKED_HANDLERS: set[str] = set()
+"""Handler names found valid: a producer enqueues few names many times."""
+DEFAULT_RESULT_TTL_MS = round(DEFAULT_RESULT_TTL.total_seconds() * 1000)
 
 
 def duration_ms(value: Any, what: str, minimum: int = 0) -> int:
@@ -105,13 +108,24 @@ def record(spec: Any) -> list[Arg]:
     """The 12 ARGV values of one job (``lua/enqueue_jobs.lua``), its id first."""
     if not isinstance(spec, JobSpec):
         raise InvalidArgument(f"enqueue_many takes JobSpec values, got {spec!r}")
-    handler = validate.ident(spec.handler, "handler")
+    handler = spec.handler
+    if type(handler) is not str or handler not in _CHECKED_HANDLERS:
+        validate.ident(handler, "handler")
+        if len(_CHECKED_HANDLERS) >= MAX_CHECKED_HANDLERS:
+            _CHECKED_HANDLERS.clear()
+        _CHECKED_HANDLERS.add(handler)
     priority = validate.integer(spec.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
     if spec.delay is not None and spec.run_at is not None:
         raise InvalidArgument("a job takes delay or run_at, not both")
     if spec.on_deadline not in ("fail", "drop"):
         raise InvalidArgument(f"on_deadline must be 'fail' or 'drop', got {spec.on_deadline!r}")
-    ttl = duration_ms(spec.result_ttl, "result_ttl")
+    # The defaults are shared objects: most jobs skip their checks.
+    ttl = (
+        DEFAULT_RESULT_TTL_MS
+        if spec.result_ttl is DEFAULT_RESULT_TTL
+        else duration_ms(spec.result_ttl, "result_ttl")
+    )
+    backoff_text = "" if spec.backoff is DEFAULT_BACKOFF else encode_backoff(backoff(spec.backoff))
     return [
         job_id(spec.idempotency_key),
         handler,
@@ -123,7 +137,7 @@ def record(spec: Any) -> list[Arg]:
         "1" if spec.on_deadline == "drop" else "0",
         _optional(spec.timeout, lambda v, w: duration_ms(v, w, 1), "timeout"),
         validate.integer(spec.max_attempts, "max_attempts", 1, MAX_ATTEMPTS),
-        encode_backoff(backoff(spec.backoff)),
+        backoff_text,
         ttl,
     ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 
@@ -69,6 +69,8 @@ def job_lease_ms(timeout_ms: int | None) -> int:
     return timeout_ms + LEASE_GRACE_MS if timeout_ms else DEFAULT_LEASE_MS
 
 
+DEFAULT_BACKOFF = Backoff()
+
 Duration = float | timedelta
 """Seconds (int or float) or a ``timedelta``."""
 
@@ -115,7 +117,7 @@ class JobSpec:
     on_deadline: Literal["fail", "drop"] = "fail"
     timeout: Duration | None = None
     max_attempts: int = 1
-    backoff: Backoff | Duration = field(default_factory=Backoff)
+    backoff: Backoff | Duration = DEFAULT_BACKOFF
     idempotency_key: str | None = None
     result_ttl: Duration = DEFAULT_RESULT_TTL
 
