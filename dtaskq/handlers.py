@@ -1,5 +1,5 @@
 """Job handlers: functions registered by name, which workers run and producers enqueue
-(docs/jobs.md, "Handlers").
+(docs/runtime.md, "Jobs").
 
 A :class:`Registry` holds handlers; ``@registry.handler("send_welcome", queue="emails")``
 registers one and returns a :class:`Handler`, whose ``enqueue(client, *args, **kwargs)`` is

@@ -37,8 +37,12 @@ for i = 2, #ARGV, FIELDS do
   if drop ~= '0' and drop ~= '1' then fail('INVALID_ARGUMENT', 'drop flag must be 0 or 1') end
   opt_int(ARGV[i + 8], 'timeout ms', 1)
   arg_int(ARGV[i + 9], 'max attempts', 1, 1000)
-  if backoff ~= '' and not string.find(backoff, '^%d+,%d+$') then
-    fail('INVALID_ARGUMENT', 'backoff must be "<first ms>,<max ms>"')
+  if backoff ~= '' then
+    local first_ms, max_ms = string.match(backoff, '^(%d+),(%d+)$')
+    if not first_ms or arg_int(first_ms, 'backoff first ms', 1, JOB_MAX_INT)
+        > arg_int(max_ms, 'backoff max ms', 1, JOB_MAX_INT) then
+      fail('INVALID_ARGUMENT', 'backoff must be "<first ms>,<max ms>" with first <= max')
+    end
   end
   opt_int(ARGV[i + 11], 'result ttl ms', 0)
   if ARGV[i + 4] ~= '' and ARGV[i + 5] ~= '' then

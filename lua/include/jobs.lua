@@ -187,11 +187,6 @@ local function job_lease_ms(timeout)
   return JOB_DEFAULT_LEASE_MS
 end
 
--- Extends a node's lease on its claims in one partition to at least `now + lease`.
-local function job_renew_node(q, node, deadline)
-  redis.call('ZADD', q.base .. 'nodes', 'GT', deadline, node)
-end
-
 -- Settles a batch of attempts that `node` ran (rule J6), from ARGV quintuples starting at
 -- `first`: (job id, token, code, delay ms, value), code 'c' completed with result `value`,
 -- 'f' failed with error `value` (retried after `delay` ms while attempts remain), 'F' failed
@@ -202,11 +197,14 @@ local function job_settle(q, node, ARGV, first, now)
   for i = first, #ARGV, 5 do ids[#ids + 1] = ARGV[i] end
   if #ids == 0 then return {} end
   local entries = redis.call('HMGET', q.running, unpack(ids))
-  local answers, accepted, claims = {}, {}, {}
+  local answers, accepted, claims, seen = {}, {}, {}, {}
   for n = 1, #ids do
     local claim = job_claim_of(entries[n])
     local i = first + (n - 1) * 5
-    if claim and claim.node == node and claim.token == tonumber(ARGV[i + 1]) then
+    -- A claim settles once: a second report of it in the same call is turned away.
+    if claim and claim.node == node and claim.token == tonumber(ARGV[i + 1])
+        and not seen[ids[n]] then
+      seen[ids[n]] = true
       answers[n] = 1
       accepted[#accepted + 1] = ids[n]
       claims[n] = claim
