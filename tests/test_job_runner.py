@@ -24,6 +24,7 @@ class Seen:
         self.cancelled = threading.Event()
         self.started = threading.Event()
         self.release = threading.Event()
+        self.fixed = threading.Event()
 
 
 @pytest.fixture
@@ -86,6 +87,12 @@ def registry(namespace: str, seen: Seen) -> Registry:
     @jobs.handler("crashes")
     def crashes() -> None:
         raise RuntimeError("boom")
+
+    @jobs.handler("until_fixed")
+    def until_fixed() -> str:
+        if not seen.fixed.is_set():
+            raise RuntimeError("not fixed yet")
+        return "fixed"
 
     @jobs.handler("unpackable")
     def unpackable() -> object:
@@ -197,3 +204,18 @@ def test_a_sync_handler_past_its_timeout_fails_and_its_late_result_is_dropped(
     until(lambda: jobs.free_slots == 4, what="the thread to return")
     info = client.get_job(namespace, job.id)
     assert info is not None and info.status is JobStatus.FAILED and info.result is None
+
+
+def test_an_exhausted_job_is_requeued_from_the_dead_letter_set_and_completes(
+    client: dtaskq.Client, worker: dtaskq.Worker, namespace: str, seen: Seen
+) -> None:
+    job = client.enqueue(namespace, "until_fixed", max_attempts=2, backoff=0.01)
+    with pytest.raises(dtaskq.JobFailed, match="not fixed yet"):
+        job.result(timeout=20)
+    assert [dead.id for dead in client.dead_jobs(namespace)] == [job.id]
+    seen.fixed.set()
+    assert client.requeue_dead(namespace, [job.id]) == 1
+    assert job.result(timeout=20) == "fixed"
+    assert client.dead_jobs(namespace) == []
+    info = client.get_job(namespace, job.id)
+    assert info is not None and info.status is JobStatus.COMPLETED and info.attempt == 1
