@@ -212,3 +212,7 @@ class QueuePartition:
     def wake_key(self) -> str:
         """The wake marker idle workers block on (``BLPOP``)."""
         return f"{self.base}wake"
+
+    def leases_key(self) -> str:
+        """The running jobs by lease end; a burst worker reads it to know that none runs."""
+        return f"{self.base}leases"

@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from support import python_snippets
 
 import dtaskq
 from dtaskq import BurstTimeout, Fail, InvalidArgument, JobContext, JobFailed, JobStatus, Retry
 from dtaskq.testing import run_burst
 
 QUEUE = "burst"
+DOC = Path(__file__).parents[1] / "docs" / "testing.md"
 
 
 @pytest.fixture
@@ -162,10 +165,23 @@ def test_a_burst_that_does_not_drain_raises_and_releases_what_runs(
         gate.wait(120)
 
     job = stuck.enqueue(client)
-    with pytest.raises(BurstTimeout, match="jobs still running: 1"):
+    with pytest.raises(BurstTimeout, match="jobs running on its worker: 1"):
         run_burst(client, registry, timeout=0.5)
     # Released at the stop without counting an attempt: the next worker gets it at once.
     assert job.status() is JobStatus.QUEUED
+
+
+def test_a_burst_waits_for_jobs_that_run_elsewhere(
+    client: dtaskq.Client, registry: dtaskq.Registry
+) -> None:
+    job = handler(registry, "add").enqueue(client, 1, 2)
+    (part,) = client.queue_partitions(QUEUE)
+    claimed = client.claim_jobs(part, "another-node", 1).jobs
+    assert [c.id for c in claimed] == [job.id]
+    with pytest.raises(BurstTimeout, match="jobs run elsewhere: 1"):
+        run_burst(client, registry, timeout=0.5)
+    assert client.release_jobs(part, "another-node", [(job.id, claimed[0].token)]) == [True]
+    assert run_burst(client, registry, timeout=60).completed == 1
 
 
 def test_burst_arguments_are_checked(client: dtaskq.Client, registry: dtaskq.Registry) -> None:
@@ -175,3 +191,15 @@ def test_burst_arguments_are_checked(client: dtaskq.Client, registry: dtaskq.Reg
         run_burst(client, dtaskq.Registry())
     with pytest.raises(InvalidArgument, match="Registry"):
         run_burst(client, {"add": registry.get("add")})  # type: ignore[arg-type]
+
+
+def test_the_eager_and_burst_examples_of_the_docs_run(client: dtaskq.Client) -> None:
+    registry_code, eager_example, burst_example, _ = python_snippets(DOC)
+    names: dict[str, object] = {"__name__": "docs_testing"}
+    for code in (registry_code, eager_example, burst_example):
+        exec(compile(code, str(DOC), "exec"), names)
+    eager_test = names["test_send_welcome"]
+    burst_test = names["test_send_welcome_on_a_worker"]
+    assert callable(eager_test) and callable(burst_test)
+    eager_test()
+    burst_test(client)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from support import python_snippets
 
 from dtaskq.server import ENV_URL
 
 pytest_plugins = ["pytester"]
 
 PLUGIN = "dtaskq.testing.plugin"
+DOC = Path(__file__).parents[1] / "docs" / "testing.md"
 
 USER_TESTS = """
 import dtaskq
@@ -91,6 +93,14 @@ def test_eager_tests_need_no_server(
     pytester.makepyfile(test_user=USER_TESTS)
     outcome = pytester.runpytest(*plugin_args(), "-k", "eager")
     outcome.assert_outcomes(passed=1, deselected=3)
+
+
+def test_the_plugin_example_of_the_docs_runs(pytester: pytest.Pytester) -> None:
+    # Its server is the one the inner session finds: $DTASKQ_REDIS_URL, or an embedded one.
+    registry_code, *_, example = python_snippets(DOC)
+    pytester.mkpydir("myapp")
+    pytester.makepyfile(**{"myapp/jobs": registry_code, "test_example": example})
+    pytester.runpytest(*plugin_args()).assert_outcomes(passed=2)
 
 
 def test_the_entry_point_names_the_plugin_module() -> None:

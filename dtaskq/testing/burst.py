@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from .. import validate
 from ..client import Client
@@ -244,12 +245,14 @@ class _Drain:
         """Returns once drained: the ms until the earliest scheduled job, None if none is."""
         while True:
             if not self._runner.wait_idle(max(0.0, deadline - time.monotonic())):
-                raise self._timed_out(f"jobs still running: {self._runner.running}")
-            ready, next_due = self._probe()
+                raise self._timed_out(f"jobs running on its worker: {self._runner.running}")
+            ready, running, next_due = self._probe()
             now = time.monotonic()
-            if ready:
-                # The runner says it is idle before its waiter took the wake marker of jobs
-                # enqueued since its last claim (by a handler, say): look again shortly.
+            if ready or running:
+                # Ready jobs: the runner may be idle before its waiter took the wake marker
+                # of jobs enqueued since its last claim (by a handler, say). Running jobs:
+                # another worker's, or under a claim whose answer was lost (the sweeper puts
+                # those back once their lease ends). Either way, look again shortly.
                 pause = POLL_S
             elif next_due is None or not wait_scheduled:
                 return next_due
@@ -263,25 +266,31 @@ class _Drain:
                 # when); until then there is nothing to wait for but the clock.
                 pause = max(POLL_S, next_due / 1000)
             if now + pause > deadline:
-                raise self._timed_out("ready jobs were not claimed")
+                why = "jobs are ready" if ready else f"jobs run elsewhere: {running}"
+                raise self._timed_out(why)
             time.sleep(pause)
 
-    def _probe(self) -> tuple[bool, int | None]:
-        """Whether a partition holds ready jobs, and the ms until its earliest scheduled job
-        falls due (by the server's clock), None when none is scheduled."""
-        ready = False
+    def _probe(self) -> tuple[bool, int, int | None]:
+        """Whether a partition holds ready jobs, how many jobs run under a lease (the
+        runner's own have all been reported when it is idle), and the ms until the earliest
+        scheduled job falls due by the server's clock (None when none is scheduled)."""
+        ready, running = False, 0
         next_due: int | None = None
         for part in self._parts:
-            # No client call says whether ready jobs wait; the lanes key exists exactly when
-            # they do (docs/keys.md).
-            exists = partial(self._client.redis.exists, part.lanes_key())
-            ready = ready or bool(self._client._run("run_burst", {"queue": part.queue}, exists))
+            # No client call tells these two; the lanes key exists exactly when ready jobs
+            # wait, and the leases key holds the running jobs (docs/keys.md).
+            ready = ready or bool(self._read(part, "exists", part.lanes_key()))
+            running += int(self._read(part, "zcard", part.leases_key()))
             # A claim of no job claims and settles nothing; it answers when the next
             # scheduled job is due.
             due = self._client.claim_jobs(part, self._node, 0).next_due_ms
             if due is not None:
                 next_due = due if next_due is None else min(next_due, due)
-        return ready, next_due
+        return ready, running, next_due
+
+    def _read(self, part: QueuePartition, command: str, key: str) -> Any:
+        read = partial(getattr(self._client.redis, command), key)
+        return self._client._run("run_burst", {"queue": part.queue}, read)
 
     def _timed_out(self, why: str) -> BurstTimeout:
         queues = ", ".join(self._queues)
