@@ -189,6 +189,8 @@ def test_burst_arguments_are_checked(client: dtaskq.Client, registry: dtaskq.Reg
         run_burst(client, registry, timeout=-1)
     with pytest.raises(InvalidArgument, match="no handler"):
         run_burst(client, dtaskq.Registry())
+    with pytest.raises(InvalidArgument, match="sync client"):
+        run_burst(object(), registry)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="Registry"):
         run_burst(client, {"add": registry.get("add")})  # type: ignore[arg-type]
 

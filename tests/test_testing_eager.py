@@ -92,6 +92,14 @@ def introspect(ctx: JobContext) -> list[object]:
     return [info.status.value, info.attempt, ctx.heartbeat(), child.result()]
 
 
+@registry.handler("self_cancel")
+def self_cancel(ctx: JobContext) -> str:
+    before = (ctx.heartbeat(), ctx.cancelled)
+    assert eager_client.cancel_job(Q, ctx.job_id) is JobStatus.RUNNING
+    calls.append(("self_cancel", (before, ctx.heartbeat(), ctx.cancelled)))
+    return "turned away"
+
+
 eager_client = EagerClient(registry)
 
 
@@ -232,6 +240,14 @@ def test_handlers_see_their_running_job_and_may_enqueue_more() -> None:
     status, attempt, alive, child = introspect.enqueue(eager_client).result()
     assert (status, attempt, alive) == ("RUNNING", 1, True)
     assert child == [["child"], {}]
+
+
+def test_a_job_cancelled_while_it_runs_ends_cancelled() -> None:
+    job = self_cancel.enqueue(eager_client)
+    assert calls == [("self_cancel", ((True, False), False, True))]
+    assert job.status() is JobStatus.CANCELLED
+    with pytest.raises(JobCancelled):
+        job.result()
 
 
 def test_jobs_of_queues_that_are_not_served_never_run() -> None:

@@ -179,6 +179,8 @@ def run_burst(
     share one).
     """
     validate.seconds(timeout, "timeout")
+    if not isinstance(client, Client):
+        raise InvalidArgument("run_burst needs a dtaskq.Client: workers use the sync client")
     if not isinstance(registry, Registry):
         raise InvalidArgument("run_burst needs a dtaskq.Registry of handlers")
     names = list(dict.fromkeys(queues if queues is not None else registry.queues()))
