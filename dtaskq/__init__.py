@@ -10,6 +10,7 @@ from .aio import AsyncClient
 from .client import Client
 from .errors import (
     AcksMissing,
+    BurstTimeout,
     ConfigurationError,
     DeadlineExceeded,
     DtaskqError,
@@ -76,6 +77,7 @@ __all__ = [
     "AsyncClient",
     "AsyncJob",
     "Backoff",
+    "BurstTimeout",
     "ClaimResult",
     "ClaimStatus",
     "ClaimedJob",

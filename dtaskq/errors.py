@@ -177,6 +177,12 @@ class JobTimeout(JobError, TimeoutError):
     """``Job.result(timeout=...)`` gave up waiting; the job itself goes on."""
 
 
+class BurstTimeout(DtaskqError, TimeoutError):
+    """:func:`dtaskq.testing.run_burst` did not drain its queues within its timeout: jobs
+    still ran, were ready, or were scheduled past it. The jobs still running were released
+    back to their queues."""
+
+
 _BY_CODE: dict[str, type[DtaskqError]] = {
     cls.code: cls
     for cls in (

@@ -225,3 +225,8 @@ class QueuePartition:
     def wake_key(self) -> str:
         """The wake marker idle workers block on (``BLPOP``)."""
         return f"{self.base}wake"
+
+    def running_key(self) -> str:
+        """The claims of running jobs (job id -> claim); a burst worker reads it to know
+        that none runs."""
+        return f"{self.base}running"

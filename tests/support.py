@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
@@ -15,6 +17,17 @@ import dtaskq
 import dtaskq.urls
 from dtaskq.keys import TASK_KEY_KINDS, Partition
 from dtaskq.scripts import LIBRARY
+
+
+def python_snippets(path: Path) -> list[str]:
+    """The code of each ```python block of a Markdown file, padded with as many newlines as
+    lines come before it, so that a traceback of the compiled snippet shows the file's
+    lines."""
+    text = path.read_text()
+    return [
+        "\n" * text.count("\n", 0, m.start(1)) + m.group(1)
+        for m in re.finditer(r"^```python\n(.*?)^```", text, re.M | re.S)
+    ]
 
 
 def is_cluster(url: str) -> bool:

@@ -41,6 +41,17 @@ def test_the_worker_loads_when_first_used() -> None:
     assert {m for m in heavy(loaded) if not m.startswith("dtaskq.worker")} == set()
 
 
+def test_the_pytest_plugin_loads_what_import_dtaskq_does_and_no_more() -> None:
+    # pytest imports the plugin in every session of every project installed next to dtaskq.
+    plain = modules_after("import dtaskq")
+    loaded = modules_after("import dtaskq.testing.plugin")
+    assert heavy(loaded) == set()
+    assert {m for m in loaded - plain if m.startswith("dtaskq")} == {
+        "dtaskq.testing",
+        "dtaskq.testing.plugin",
+    }
+
+
 def test_the_worker_modules_import_each_other_without_a_cycle() -> None:
     package = Path(dtaskq.worker.__file__).parent
     modules = {path.stem for path in package.glob("*.py")} - {"__init__"}
