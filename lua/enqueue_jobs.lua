@@ -61,7 +61,12 @@ for _, j in ipairs(jobs) do
     if j.attempts ~= 1 then put('m', j.attempts) end
     if j.backoff ~= '' then put('b', j.backoff) end
     if j.ttl and j.ttl ~= JOB_DEFAULT_RESULT_TTL_MS then put('T', j.ttl) end
-    if string.sub(j.id, 1, 1) == '=' then put('k', string.sub(j.id, 2)) end
+    if string.sub(j.id, 1, 1) == '=' then
+      put('k', string.sub(j.id, 2))
+      -- The key's previous job may have left its end marker (kept at least 1 s, rule J9);
+      -- found there, it would wake the new job's waiters at once, again and again.
+      redis.call('DEL', q.base .. 'done:' .. j.id)
+    end
     local at = j.run_at or (j.delay and now + j.delay)
     local status = JOB_QUEUED
     if at and at > now then
