@@ -278,9 +278,11 @@ def dead_jobs(router: Router, queue: str, limit: int) -> Steps[list[DeadJob]]:
     validate.integer(limit, "limit", 1, 1_000_000)
     found: list[DeadJob] = []
     for part in (yield from router.queue_partitions(queue, register=False)):
+        # The oldest ``limit`` of each partition: the queue's oldest are among them, wherever
+        # they are (a limit counted over all partitions would keep the first one's only).
         offset = 0
-        while len(found) < limit:
-            count = min(DEFAULT_DEAD_PAGE, limit - len(found))
+        while offset < limit:
+            count = min(DEFAULT_DEAD_PAGE, limit - offset)
             page = yield Call(_DEAD, [part.lanes_key()], [offset, count], _context(queue))
             for job_id, failed, handler, error, failures in page:
                 found.append(
