@@ -13,6 +13,7 @@ from jobs_support import (
     claim_one,
     completed,
     expire_lease,
+    failed_for_good,
     info,
     make_due,
     ms,
@@ -281,3 +282,29 @@ def test_cancel_of_an_ended_job_changes_nothing(
     assert unchanged(client.cancel_job, QUEUE, "nothing") is None
     assert unchanged(client.cancel_job, "never-used", "nothing") is None
     assert job.result(timeout=5) == "kept"
+
+
+async def test_the_async_client_runs_jobs(aclient: dtaskq.AsyncClient) -> None:
+    await aclient.configure_queue(QUEUE, aging_ms=10)
+    jobs = await aclient.enqueue_many(QUEUE, [dtaskq.JobSpec("h", (i,)) for i in range(3)])
+    (part,) = await aclient.queue_partitions(QUEUE)
+    assert await aclient.wait_for_jobs([part], 1.0)
+    first = (await aclient.claim_jobs(part, "n1", 2)).jobs
+    claims = [(job.id, job.token) for job in first]
+    assert await aclient.heartbeat_jobs(part, "n1", claims) == [HELD, HELD]
+    assert await aclient.release_jobs(part, "n1", claims[1:]) == [True]
+    assert (await aclient.sweep_jobs(part, sweeper="s1", lock_ms=1000)).reclaimed == 0
+    rest = (await aclient.claim_jobs(part, "n1", 5, [completed(first[0], "a")])).jobs
+    assert [job.id for job in rest] == [jobs[1].id, jobs[2].id]
+    reports = [completed(rest[0], "b"), failed_for_good(rest[1], "c")]
+    assert (await aclient.claim_jobs(part, "n1", 0, reports)).settled == [True, True]
+    assert [await job.result(timeout=5) for job in jobs[:2]] == ["a", "b"]
+    (dead,) = await aclient.dead_jobs(QUEUE)
+    assert (dead.id, dead.error) == (jobs[2].id, "c")
+    assert await aclient.requeue_dead(QUEUE, [dead.id]) == 1
+    again = (await aclient.claim_jobs(part, "n1", 5)).jobs
+    await aclient.claim_jobs(part, "n1", 0, [failed_for_good(again[0], "d")])
+    assert await aclient.purge_dead(QUEUE, handler="h") == 1
+    assert await aclient.get_job(QUEUE, jobs[2].id) is None
+    assert await aclient.wait_for_jobs([part], 1.0)  # the requeue's marker
+    assert not await aclient.wait_for_jobs([part], 0.05)

@@ -215,3 +215,25 @@ def test_jobs_spread_over_partitions(server_url: str, prefix: str, r: redis.Redi
             later.configure_queue(queue, aging_ms=5)
         for part in parts:
             assert r.hget(f"{part.base}conf", "aging") == b"5"
+
+
+@pytest.mark.parametrize("count", [1, 1300], ids=["one", "many-round-trips"])
+async def test_async_batches_over_partitions(server_url: str, prefix: str, count: int) -> None:
+    """1300 jobs over 4 partitions take 16 calls of up to 100 jobs: two pipelines."""
+    queue = "spread"
+    async with dtaskq.AsyncClient.from_url(
+        server_url, prefix=prefix, partitions={queue: 4}
+    ) as client:
+        specs = [JobSpec("h", (i,), idempotency_key=f"k{i}") for i in range(count)]
+        jobs = await client.enqueue_many(queue, specs)
+        assert [job.id for job in jobs] == [f"=k{i}" for i in range(count)]
+        assert all(job.created for job in jobs)
+        again = await client.enqueue_many(queue, specs[::-1])
+        assert [job.id for job in again] == [f"=k{i}" for i in reversed(range(count))]
+        assert not any(job.created for job in again)
+        claimed = 0
+        for part in await client.queue_partitions(queue):
+            claimed += len((await client.claim_jobs(part, "n1", 1000)).jobs)
+        assert claimed == count
+        last = await client.get_job(queue, jobs[-1].id)
+        assert last is not None and last.status is JobStatus.RUNNING
