@@ -152,7 +152,6 @@ def test_a_sweep_settles_missed_deadlines(client: dtaskq.Client, r: redis.Redis)
     failing = client.enqueue(QUEUE, "h", deadline=soon, priority=2)
     dropped = client.enqueue(QUEUE, "h", deadline=soon, on_deadline="drop", priority=-2)
     later = client.enqueue(QUEUE, "h", deadline=datetime.now(UTC) + HOUR)
-    assert client.sweep_jobs(part0(client)).expired == 0
     wait_past(r, now + 300)
     sweep = client.sweep_jobs(part0(client))
     assert (sweep.expired, sweep.more) == (2, False)
