@@ -109,6 +109,24 @@ def make_due(r: redis.Redis, part: QueuePartition, job_id: str) -> None:
     assert r.zadd(f"{part.base}scheduled", {job_id: 1}, xx=True, ch=True) == 1
 
 
+def fill_queue(client: dtaskq.Client, queue: str = QUEUE) -> None:
+    """Puts a job of every kind in a queue: queued (``=queued``, awaited), scheduled, running
+    on node n1 and dead; its aging is configured."""
+    client.enqueue(queue, "h", (1,), idempotency_key="queued")
+    client.enqueue(queue, "h", delay=60)
+    client.enqueue(queue, "h", priority=3)
+    settle(client, [failed_for_good(claim_one(client, queue))], queue)
+    client.enqueue(queue, "h", priority=2, timeout=60)
+    claim_one(client, queue)
+    try:
+        client.job(queue, "=queued").result(timeout=0)
+    except dtaskq.JobTimeout:
+        pass
+    else:
+        raise AssertionError("the queued job should not have ended")
+    client.configure_queue(queue, aging_ms=100)
+
+
 def expire_lease(r: redis.Redis, part: QueuePartition, job_id: str) -> None:
     """Ends a running job's lease now, as if its worker had stalled past it."""
     assert r.zadd(f"{part.base}leases", {job_id: 1}, xx=True, ch=True) == 1
