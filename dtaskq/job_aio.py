@@ -40,7 +40,7 @@ class AsyncJobMethods(AsyncConnected):
 
     async def enqueue_many(self, queue: str, specs: Iterable[JobSpec]) -> list[AsyncJob]:
         """See :meth:`dtaskq.Client.enqueue_many`."""
-        answers = await self._drive(job_ops.enqueue(self._core.router, queue, list(specs)))
+        answers = await self._drive(job_ops.enqueue(self._core.router, queue, specs))
         return [AsyncJob(self, queue, a.id, a.created) for a in answers]
 
     def job(self, queue: str, job_id: str) -> AsyncJob:
@@ -85,18 +85,16 @@ class AsyncJobMethods(AsyncConnected):
         self, queue: str, job_ids: Iterable[str] | None = None, *, handler: str | None = None
     ) -> int:
         """See :meth:`dtaskq.Client.requeue_dead`."""
-        ids = list(job_ids) if job_ids is not None else None
         return await self._drive(
-            job_ops.handle_dead(self._core.router, queue, "requeue", ids, handler)
+            job_ops.handle_dead(self._core.router, queue, "requeue", job_ids, handler)
         )
 
     async def purge_dead(
         self, queue: str, job_ids: Iterable[str] | None = None, *, handler: str | None = None
     ) -> int:
         """See :meth:`dtaskq.Client.purge_dead`."""
-        ids = list(job_ids) if job_ids is not None else None
         return await self._drive(
-            job_ops.handle_dead(self._core.router, queue, "purge", ids, handler)
+            job_ops.handle_dead(self._core.router, queue, "purge", job_ids, handler)
         )
 
     async def queue_partitions(self, queue: str) -> list[QueuePartition]:
@@ -151,8 +149,7 @@ class AsyncJobMethods(AsyncConnected):
         self, parts: Sequence[QueuePartition], timeout: float
     ) -> QueuePartition | None:
         """See :meth:`dtaskq.Client.wait_for_jobs`."""
-        validate.seconds(timeout, "timeout", 0.001)
-        wake = [part.wake_key() for part in parts]
+        wake = job_ops.wake_keys(parts, timeout)
         popped: Any = await self._run(
             "wait_for_jobs", {}, lambda: self._send("BLPOP", *wake, timeout)
         )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from . import validate
 from .calls import Arg, request_id
 from .errors import InvalidArgument
 from .job_models import DEFAULT_BACKOFF, DEFAULT_RESULT_TTL, Backoff, Duration, JobSpec
+from .keys import QueuePartition
 
 MAX_PRIORITY = 1000
 MAX_ATTEMPTS = 1000
@@ -53,9 +55,10 @@ def backoff(value: Any) -> Backoff:
         first = duration_ms(value, "backoff", 1) / 1000
         return Backoff(first=first, maximum=max(first, Backoff.maximum))
     first = duration_ms(value.first, "backoff first", 1)
-    if duration_ms(value.maximum, "backoff maximum", first) < first:
-        raise InvalidArgument("backoff maximum must not be below its first wait")
-    return value
+    maximum = duration_ms(value.maximum, "backoff maximum", first)
+    # Rebuilt from the checked ms: a Backoff of timedeltas would not encode (nor compute its
+    # delays on a worker).
+    return Backoff(first / 1000, maximum / 1000)
 
 
 def encode_backoff(value: Backoff) -> str:
@@ -144,3 +147,43 @@ def record(spec: Any) -> list[Arg]:
 
 def _optional(value: Duration | datetime | None, convert: Any, what: str) -> str | int:
     return "" if value is None else int(convert(value, what))
+
+
+def specs(value: Any) -> list[JobSpec]:
+    """The specs of ``enqueue_many``, all checked before any is sent."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgument(f"enqueue_many takes a list of JobSpec, got {value!r}")
+    return list(value)
+
+
+def job_ids(value: Any) -> list[str] | None:
+    """The job ids of ``requeue_dead`` and ``purge_dead``; None for every dead job. A single
+    id is refused rather than read as a list of one-letter ids."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgument(f"job_ids must be a list of job ids, got {value!r}")
+    return [validate.ident(i, "job id") for i in value]
+
+
+def partition(value: Any) -> QueuePartition:
+    """A :class:`QueuePartition` as ``Client.queue_partitions`` answers them."""
+    if not isinstance(value, QueuePartition):
+        raise InvalidArgument(f"expected a QueuePartition, got {value!r}")
+    validate.namespace(value.prefix)
+    validate.namespace(value.queue)
+    validate.integer(value.index, "partition", 0, 1023)
+    return value
+
+
+def claims(value: Any) -> list[tuple[str, int]]:
+    """``(job id, token)`` pairs of ``heartbeat_jobs`` and ``release_jobs``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgument("claims must be a list of (job id, token) tuples")
+    pairs = list(value)
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InvalidArgument(f"claims are (job id, token) tuples, got {pair!r}")
+        validate.ident(pair[0], "job id")
+        validate.integer(pair[1], "token", 1)
+    return pairs

@@ -104,7 +104,7 @@ class JobMethods(Connected):
         """Enqueues jobs in as few round trips as the batch allows: one call per partition and
         100 jobs, ten calls per round trip. Every spec is checked before any is sent; answers
         in the order given. A retried batch creates no job twice."""
-        answers = self._drive(job_ops.enqueue(self._core.router, queue, list(specs)))
+        answers = self._drive(job_ops.enqueue(self._core.router, queue, specs))
         return [Job(self, queue, a.id, a.created) for a in answers]
 
     def job(self, queue: str, job_id: str) -> Job:
@@ -154,16 +154,16 @@ class JobMethods(Connected):
     ) -> int:
         """Moves dead jobs back to their lanes with all their attempts: the ids given, else
         all of them (of ``handler``, when given). Returns how many were requeued."""
-        ids = list(job_ids) if job_ids is not None else None
-        return self._drive(job_ops.handle_dead(self._core.router, queue, "requeue", ids, handler))
+        return self._drive(
+            job_ops.handle_dead(self._core.router, queue, "requeue", job_ids, handler)
+        )
 
     def purge_dead(
         self, queue: str, job_ids: Iterable[str] | None = None, *, handler: str | None = None
     ) -> int:
         """Deletes dead jobs: the ids given, else all of them (of ``handler``, when given).
         Returns how many were deleted."""
-        ids = list(job_ids) if job_ids is not None else None
-        return self._drive(job_ops.handle_dead(self._core.router, queue, "purge", ids, handler))
+        return self._drive(job_ops.handle_dead(self._core.router, queue, "purge", job_ids, handler))
 
     # -- what workers call ------------------------------------------------------------------
 
@@ -221,8 +221,7 @@ class JobMethods(Connected):
         """Blocks up to ``timeout`` seconds on the wake markers of ``parts`` (on a cluster,
         partitions of one slot); the partition whose marker it took (jobs may be ready there), or
         None when the time ran out."""
-        validate.seconds(timeout, "timeout", 0.001)
-        wake = [part.wake_key() for part in parts]
+        wake = job_ops.wake_keys(parts, timeout)
         popped: Any = self._run("wait_for_jobs", {}, lambda: self._send("BLPOP", *wake, timeout))
         if popped is None:
             return None

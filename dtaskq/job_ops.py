@@ -84,11 +84,11 @@ def _context(queue: str, job_id: str | None = None) -> dict[str, Any]:
     return {"queue": queue, "job_id": job_id}
 
 
-def enqueue(router: Router, queue: str, specs: Sequence[JobSpec]) -> Steps[list[Enqueued]]:
+def enqueue(router: Router, queue: str, specs: Iterable[JobSpec]) -> Steps[list[Enqueued]]:
     """Adds jobs: one call per partition and batch of ``ENQUEUE_BATCH``, ``PIPELINE_CALLS``
     calls per round trip. Answers in the order of ``specs``."""
     validate.namespace(queue)
-    records = [job_args.record(spec) for spec in specs]
+    records = [job_args.record(spec) for spec in job_args.specs(specs)]
     if not records:
         return []
     parts = yield from router.queue_partitions(queue)
@@ -201,10 +201,13 @@ def claim_jobs(
     lease_ms: int = DEFAULT_LEASE_MS,
 ) -> Steps[JobClaim]:
     """Reports finished attempts, then claims up to ``max_jobs`` jobs of one partition."""
+    job_args.partition(part)
     validate.ident(node, "node id")
     validate.integer(max_jobs, "max_jobs", 0, MAX_CLAIM)
     validate.integer(lease_ms, "lease_ms", 1, MAX_LEASE_MS)
     argv: list[Any] = [node, claimer_request_id(router.claimer()), max_jobs, lease_ms]
+    if isinstance(reports, (str, bytes, Report)) or not isinstance(reports, Iterable):
+        raise InvalidArgument("reports must be a list of Report")
     for report in reports:
         check_report(report)
         argv += [report.id, report.token, report.code, report.delay_ms, report.value]
@@ -239,13 +242,14 @@ def _claims_call(
     claims: Iterable[tuple[str, int]],
     lease_ms: int | None = None,
 ) -> Steps[list[int]]:
+    job_args.partition(part)
     validate.ident(node, "node id")
     argv: list[Any] = [node]
     if lease_ms is not None:
         argv.append(validate.integer(lease_ms, "lease_ms", 1, MAX_LEASE_MS))
     head = len(argv)
-    for job_id, token in claims:
-        argv += [validate.ident(job_id, "job id"), validate.integer(token, "token", 1)]
+    for job_id, token in job_args.claims(claims):
+        argv += [job_id, token]
     if len(argv) == head:
         return []
     return list((yield Call(fn, [part.lanes_key()], argv, _context(part.queue, None))))
@@ -273,12 +277,13 @@ def sweep_jobs(
     router: Router, part: keys.QueuePartition, limit: int, sweeper: str | None, lock_ms: int
 ) -> Steps[JobSweepResult]:
     """One bounded sweep of a queue partition."""
+    job_args.partition(part)
     validate.integer(limit, "limit", 1, 10_000)
     if sweeper is not None:
         validate.ident(sweeper, "sweeper")
         validate.integer(lock_ms, "lock_ms", 1, 60_000)
-    elif lock_ms:
-        raise InvalidArgument("lock_ms needs a sweeper")
+    elif isinstance(lock_ms, bool) or not isinstance(lock_ms, int) or lock_ms != 0:
+        raise InvalidArgument(f"lock_ms needs a sweeper, got {lock_ms!r}")
     reclaimed, promoted, expired, more, wait = yield Call(
         _SWEEP, [part.lanes_key()], [limit, sweeper or "", lock_ms], _context(part.queue)
     )
@@ -321,13 +326,13 @@ def handle_dead(
     router: Router,
     queue: str,
     action: str,
-    job_ids: Sequence[str] | None,
+    job_ids: Iterable[str] | None,
     handler: str | None,
 ) -> Steps[int]:
     """Requeues or purges dead-letter entries: the ids given, else every entry (of
     ``handler``, when given); answers how many."""
     validate.namespace(queue)
-    ids = [validate.ident(i, "job id") for i in job_ids] if job_ids is not None else None
+    ids = job_args.job_ids(job_ids)
     if handler is not None:
         validate.ident(handler, "handler")
     parts = yield from router.queue_partitions(queue, register=False)
@@ -350,6 +355,17 @@ def handle_dead(
             offset += kept
             more = bool(more_flag) and mine is None
     return handled
+
+
+def wake_keys(parts: Any, timeout: Any) -> list[str]:
+    """The wake markers ``wait_for_jobs`` blocks on, after checking its arguments."""
+    validate.seconds(timeout, "timeout", 0.001)
+    if isinstance(parts, keys.QueuePartition) or not isinstance(parts, Iterable):
+        raise InvalidArgument("wait_for_jobs takes a list of QueuePartition")
+    wake = [job_args.partition(part).wake_key() for part in parts]
+    if not wake:
+        raise InvalidArgument("wait_for_jobs needs at least one partition")
+    return wake
 
 
 def configure_queue(router: Router, queue: str, aging_ms: int) -> Steps[None]:

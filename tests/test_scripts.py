@@ -17,6 +17,7 @@ from redis.crc import key_slot
 
 import dtaskq
 from dtaskq import errors
+from dtaskq.job_ops import Report
 from dtaskq.keys import Partition
 from dtaskq.scripts import LIBRARY, build, header
 
@@ -226,11 +227,43 @@ def recording(server_url: str) -> Iterator[RecordingRedis]:
     connection.close()
 
 
+def use_every_job_function(client: dtaskq.Client, queue: str) -> None:
+    """Jobs of a queue of several partitions, through every job function."""
+    client.configure_queue(queue, aging_ms=100)
+    jobs = client.enqueue_many(
+        queue, [dtaskq.JobSpec("h", (i,), priority=i % 3) for i in range(12)]
+    )
+    later = client.enqueue(queue, "h", delay=600, idempotency_key="later")
+    assert client.get_job(queue, later.id) is not None
+    with pytest.raises(dtaskq.JobTimeout):
+        jobs[0].result(timeout=0)
+    assert later.cancel()
+    parts = client.queue_partitions(queue)
+    claimed = {part: client.claim_jobs(part, "n1", 100).jobs for part in parts}
+    assert sum(map(len, claimed.values())) == 12
+    for part, mine in claimed.items():
+        claims = [(job.id, job.token) for job in mine]
+        assert client.heartbeat_jobs(part, "n1", claims) == [0] * len(mine)
+        assert client.release_jobs(part, "n1", claims) == [True] * len(mine)
+        again = client.claim_jobs(part, "n1", 100).jobs
+        reports = [Report(job.id, job.token, "F", b"no") for job in again[:1]]
+        reports += [Report(job.id, job.token, "c", b"\xc0") for job in again[1:]]
+        assert all(client.claim_jobs(part, "n1", 0, reports).settled)
+        assert client.sweep_jobs(part, sweeper="s1", lock_ms=1000).reclaimed == 0
+    statuses = [job.status() for job in jobs]
+    assert set(statuses) == {dtaskq.JobStatus.COMPLETED, dtaskq.JobStatus.FAILED}
+    dead = client.dead_jobs(queue)
+    assert len(dead) == statuses.count(dtaskq.JobStatus.FAILED)
+    assert client.requeue_dead(queue, [dead[0].id]) == 1
+    assert client.purge_dead(queue) == len(dead) - 1
+
+
 def test_every_script_call_touches_one_slot(
     single_server: str, recording: RecordingRedis, prefix: str, namespace: str
 ) -> None:
     single = namespace + "-single"
-    client = dtaskq.Client(recording, prefix=prefix, partitions={namespace: 4})
+    queue = namespace + "-jobs"
+    client = dtaskq.Client(recording, prefix=prefix, partitions={namespace: 4, queue: 4})
 
     # Tasks spread over the four partitions, in every completion mode.
     modes: list[dict[str, Any]] = [{}, {"ack_barrier": True}, {"prepare_barrier": True}]
@@ -302,6 +335,8 @@ def test_every_script_call_touches_one_slot(
     assert all(t.status is dtaskq.TaskStatus.FINISHED for t in listing[namespace])
     assert {t.task_id for t in listing[single]} == {"guarded", "flaky"}  # listed before "anyone"
 
+    use_every_job_function(client, queue)
+
     names = recording.function_names()
     assert set(names) == set(LIBRARY.functions), "the scenario should use every function"
     for (_, fn, keys), name in zip(recording.calls, names, strict=True):
@@ -313,6 +348,12 @@ def test_every_script_call_touches_one_slot(
         if name == "claim_unit"
     }
     assert len(task_slots) > 1, "tasks of a 4-partition namespace should use several slots"
+    job_slots = {
+        key_slot(keys[0].encode())
+        for name, (_, _, keys) in zip(names, recording.calls, strict=True)
+        if name == "claim_jobs"
+    }
+    assert len(job_slots) > 1, "jobs of a 4-partition queue should use several slots"
     # One heartbeat call per partition holding a claim.
     partitions = {zlib.crc32(ref.task_id.encode()) % 4 for ref in refs}
     assert len(partitions) > 1
