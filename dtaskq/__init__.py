@@ -37,6 +37,7 @@ from .errors import (
 )
 from .handlers import Fail, Handler, JobContext, Registry, Retry
 from .job_handle import AsyncJob, Job
+from .keys import QueuePartition
 from .job_models import (
     Backoff,
     ClaimedJob,
@@ -107,6 +108,7 @@ __all__ = [
     "JobTimeout",
     "LeaseLost",
     "PermanentRejection",
+    "QueuePartition",
     "Registry",
     "Retry",
     "ServerError",
