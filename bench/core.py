@@ -266,14 +266,19 @@ def describe_version(r: redis.Redis) -> str:
 def delete_prefix(r: redis.Redis, prefix: str) -> None:
     """Deletes every key under ``prefix`` (the bench's own, on a server it does not own)."""
     for pattern in (f"{prefix}:*", f"{{{prefix}:*"):
-        batch: list[bytes] = []
-        for key in r.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
-                r.unlink(*batch)
-                batch = []
-        if batch:
+        delete_matching(r, pattern)
+
+
+def delete_matching(r: redis.Redis, pattern: str) -> None:
+    """Deletes every key that matches ``pattern``, a thousand per call."""
+    batch: list[bytes] = []
+    for key in r.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
             r.unlink(*batch)
+            batch = []
+    if batch:
+        r.unlink(*batch)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

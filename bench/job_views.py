@@ -12,6 +12,7 @@ import msgpack
 import redis
 from core import (
     Sample,
+    delete_matching,
 )
 
 from dtaskq.keys import QueuePartition, partition_of
@@ -81,14 +82,7 @@ def job_states(
 
 def delete_queue(r: redis.Redis, prefix: str, queue: str) -> None:
     """Deletes every key of a queue's partitions."""
-    batch: list[bytes] = []
-    for key in r.scan_iter(match=f"{{{prefix}:q:{queue}:*", count=1000):
-        batch.append(key)
-        if len(batch) == 1000:
-            r.unlink(*batch)
-            batch = []
-    if batch:
-        r.unlink(*batch)
+    delete_matching(r, f"{{{prefix}:q:{queue}:*")
 
 
 def used_memory(r: redis.Redis) -> int:
