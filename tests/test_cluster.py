@@ -68,7 +68,8 @@ def test_a_killed_worker_leaves_every_unit_completed_once(
     url: str, rc: RedisCluster, prefix: str, namespace: str
 ) -> None:
     """Three worker processes serve a six-partition namespace; one is SIGKILLed inside a
-    unit; the tasks on every primary still finish, each unit completed exactly once."""
+    unit; the tasks on every primary still finish, every unit completed, and only what the
+    victim had not reported yet was done twice."""
     with dtaskq.Client.from_url(url, prefix=prefix, partitions={namespace: PARTITIONS}) as c:
         refs = [
             c.add_task(namespace, f"r{i}", unit_count=20, workers_hint=3, lease_ms=2000)
@@ -98,7 +99,11 @@ def test_a_killed_worker_leaves_every_unit_completed_once(
             expected = {(r.task_id, str(u)) for r in refs for u in range(20)}
             expected |= {("named", f"u{i}") for i in range(20)}
             assert set(done) == expected
-            assert set(done.values()) == {1}, "a unit was completed twice"
+            # At least once: a unit the victim finished but had not reported yet (its
+            # completion rides on its thread's next claim) runs again elsewhere; no other.
+            victims = {(d["task"], d["unit"]) for d in workers.log("done", node="victim")}
+            twice = {unit for unit, count in done.items() if count > 1}
+            assert twice <= victims and len(twice) <= 2, f"units done twice: {twice}"
         finally:
             workers.close()
 
