@@ -37,7 +37,6 @@ from .errors import (
 )
 from .handlers import Fail, Handler, JobContext, Registry, Retry
 from .job_handle import AsyncJob, Job
-from .keys import QueuePartition
 from .job_models import (
     Backoff,
     ClaimedJob,
@@ -49,6 +48,7 @@ from .job_models import (
     JobStatus,
     JobSweepResult,
 )
+from .keys import QueuePartition
 from .models import (
     DONE,
     Ack,
