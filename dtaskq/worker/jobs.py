@@ -1,12 +1,11 @@
 """The job side of a worker (docs/runtime.md, "Jobs"): claims jobs of its queues up to its
 free slots, runs them, and reports each attempt with the next claim.
 
-One feeder thread makes every claim call. It claims from the partitions that may have ready
-jobs, round-robin, as many jobs as slots are free; a call that answers fewer marks its
-partition empty. Idle, the worker blocks on the partitions' wake markers (one waiter thread
-per cluster slot, one in all on a single server) and never polls. Finished attempts are
-reported by the feeder's next call, which also claims the jobs that take their slots: under
-load one call both acknowledges a batch and fetches the next.
+One thread at a time makes claim calls (see _pump). It claims from the partitions that may
+have ready jobs, round-robin, as many jobs as slots are free; a call that answers fewer marks
+its partition empty. Idle, the worker blocks on the wake markers (one waiter per cluster slot)
+and never polls. Finished attempts are reported by the next call, which also claims the jobs
+that take their slots: under load one call acknowledges a batch and fetches the next.
 """
 
 from __future__ import annotations
