@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -11,7 +10,7 @@ import pytest
 import redis
 import redis.connection
 from redis.cluster import RedisCluster
-from support import Events, LossyConnection, is_cluster, raw_client
+from support import Events, LossyConnection, is_cluster, raw_client, server_params
 from worker_procs import Workers
 
 import dtaskq
@@ -19,21 +18,6 @@ import dtaskq.urls
 from dtaskq.cluster_server import EmbeddedCluster
 from dtaskq.keys import Partition
 from dtaskq.server import ENV_URL, EmbeddedServer, find_server_binaries
-
-
-def _server_params() -> list[object]:
-    url = os.environ.get(ENV_URL)
-    if url:
-        return [pytest.param(url, id="external")]
-    binaries = find_server_binaries()
-    if not binaries:
-        # EmbeddedServer(None) then fails with the message that says what to install,
-        # rather than every server test being skipped for an empty parameter list.
-        return [pytest.param(None, id="no-server")]
-    # Each binary serves as a single server and as a 3-primary cluster.
-    return [pytest.param(path, id=kind) for kind, path in binaries] + [
-        pytest.param(("cluster", path), id=f"{kind}-cluster") for kind, path in binaries
-    ]
 
 
 def _refuse_non_empty(url: str) -> None:
@@ -47,7 +31,7 @@ def _refuse_non_empty(url: str) -> None:
         )
 
 
-@pytest.fixture(scope="session", params=_server_params())
+@pytest.fixture(scope="session", params=server_params())
 def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of an empty server for the session: ``$DTASKQ_REDIS_URL``, else one embedded
     server per installed binary, so every test that uses it runs once per server."""
@@ -105,8 +89,11 @@ def client(server_url: str, prefix: str) -> Iterator[dtaskq.Client]:
     with dtaskq.Client.from_url(server_url, prefix=prefix) as c:
         yield c
         # Leave the server as empty as we found it, so a DTASKQ_REDIS_URL run can repeat.
-        for key in c.redis.scan_iter(match=f"*{prefix}*", count=1000):
-            c.redis.delete(key)
+        # Many keys at a time (a cluster client splits them by slot): a test may leave
+        # a hundred thousand.
+        found = list(c.redis.scan_iter(match=f"*{prefix}*", count=10_000))
+        for start in range(0, len(found), 1000):
+            c.redis.delete(*found[start : start + 1000])
 
 
 @pytest.fixture

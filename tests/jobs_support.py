@@ -127,6 +127,29 @@ def fill_queue(client: dtaskq.Client, queue: str = QUEUE) -> None:
     client.configure_queue(queue, aging_ms=100)
 
 
-def expire_lease(r: redis.Redis, part: QueuePartition, job_id: str) -> None:
-    """Ends a running job's lease now, as if its worker had stalled past it."""
-    assert r.zadd(f"{part.base}leases", {job_id: 1}, xx=True, ch=True) == 1
+def expire_lease(r: redis.Redis, part: QueuePartition, node: str = "n1") -> None:
+    """Ends a node's lease on its claims in a partition now, as if the node had stalled past
+    it (a lease is the node's, one per partition: docs/jobs.md, rule J5)."""
+    assert r.zadd(f"{part.base}nodes", {node: 0}, xx=True, ch=True) == 1, f"{node} holds no lease"
+
+
+def lease_end(r: redis.Redis, part: QueuePartition, node: str = "n1") -> int | None:
+    """When a node's lease on its claims in a partition ends (server ms); None: it holds none."""
+    score = r.zscore(f"{part.base}nodes", node)
+    return None if score is None else int(score)
+
+
+def held(r: redis.Redis, part: QueuePartition, node: str = "n1") -> set[str]:
+    """The ids of the jobs a node holds claims on in a partition."""
+    return {i.decode() for i in r.smembers(f"{part.base}held:{node}")}
+
+
+def running(r: redis.Redis, part: QueuePartition) -> dict[str, str]:
+    """The claims of a partition's running jobs: job id -> "<token> <node> <started ms> <result
+    ttl ms>"."""
+    return {k.decode(): v.decode() for k, v in r.hgetall(f"{part.base}running").items()}
+
+
+def awaited(r: redis.Redis, part: QueuePartition, job_id: str) -> bool:
+    """Whether a caller waits for a job that has not ended (await_job put it in ``waiting``)."""
+    return bool(r.sismember(f"{part.base}waiting", job_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 import redis
 import redis.connection
 from redis.cluster import RedisCluster
@@ -17,6 +19,31 @@ import dtaskq
 import dtaskq.urls
 from dtaskq.keys import TASK_KEY_KINDS, Partition
 from dtaskq.scripts import LIBRARY
+from dtaskq.server import ENV_URL, find_server_binaries
+
+
+def server_params() -> list[Any]:
+    """The servers the ``server_url`` fixture runs each test on: ``$DTASKQ_REDIS_URL``, else
+    every installed binary as a single server and as a 3-primary cluster."""
+    url = os.environ.get(ENV_URL)
+    if url:
+        return [pytest.param(url, id="external")]
+    binaries = find_server_binaries()
+    if not binaries:
+        # EmbeddedServer(None) then fails with the message that says what to install,
+        # rather than every server test being skipped for an empty parameter list.
+        return [pytest.param(None, id="no-server")]
+    # Each binary serves as a single server and as a 3-primary cluster.
+    return [pytest.param(path, id=kind) for kind, path in binaries] + [
+        pytest.param(("cluster", path), id=f"{kind}-cluster") for kind, path in binaries
+    ]
+
+
+one_server = pytest.mark.parametrize(
+    "server_url", server_params()[:1], indirect=True, scope="session"
+)
+"""Runs a test on the first server of ``server_url`` only: for tests whose outcome cannot
+depend on the server (calls that the client rejects before they reach it)."""
 
 
 def python_snippets(path: Path) -> list[str]:

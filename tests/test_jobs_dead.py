@@ -44,13 +44,13 @@ def test_failed_attempts_are_retried_until_they_run_out(
     assert (found.failures, found.error, found.attempt) == (1, "boom 1", 1)
     make_due(r, part0(client), job.id)
     second = claim_one(client)
-    assert (second.token, second.failures) == (2, 1)
+    assert second.token > first.token and (second.attempt, second.failures) == (2, 1)
     # No delay: it is ready again at once.
     assert settle(client, [failed(second, "boom 2")]) == [True]
     found = info(client, job.id)
     assert (found.status, found.failures, found.error) == (JobStatus.QUEUED, 2, "boom 2")
     third = claim_one(client)
-    assert (third.token, third.failures) == (3, 2)
+    assert third.token > second.token and (third.attempt, third.failures) == (3, 2)
     # The last attempt fails: the job is dead, whatever its result TTL.
     assert settle(client, [failed(third, "boom 3", 60_000)]) == [True]
     found = info(client, job.id)
@@ -80,8 +80,11 @@ def test_a_final_failure_skips_the_attempts_left(client: dtaskq.Client) -> None:
 def test_a_requeued_job_starts_again(client: dtaskq.Client, r: redis.Redis) -> None:
     job = client.enqueue(QUEUE, "h", max_attempts=2, priority=4)
     kept = client.enqueue(QUEUE, "h")
-    settle(client, [failed_for_good(claim_one(client))])
-    settle(client, [failed_for_good(claim_one(client))])
+    first = claim_one(client)
+    settle(client, [failed_for_good(first)])
+    other = claim_one(client)
+    settle(client, [failed_for_good(other)])
+    assert (first.id, other.id) == (job.id, kept.id)
     assert {dead.id for dead in client.dead_jobs(QUEUE)} == {job.id, kept.id}
     with pytest.raises(dtaskq.JobFailed):
         job.result(timeout=5)
@@ -89,12 +92,15 @@ def test_a_requeued_job_starts_again(client: dtaskq.Client, r: redis.Redis) -> N
     found = info(client, job.id)
     assert found.status is JobStatus.QUEUED
     assert (found.failures, found.error, found.finished_at) == (0, "", None)
-    assert (found.max_attempts, found.priority) == (2, 4)
+    assert (found.max_attempts, found.priority, found.attempt) == (2, 4, 0)
+    # It keeps the claim of its last attempt.
+    assert (found.token, found.node) == (first.token, "n1")
     assert r.pttl(part0(client).job_key(job.id)) == -1
     assert [dead.id for dead in client.dead_jobs(QUEUE)] == [kept.id]
     # It runs with all its attempts again, under a new token.
     again = claim_one(client)
-    assert (again.id, again.token, again.failures) == (job.id, 2, 0)
+    assert again.id == job.id and again.token > other.token
+    assert (again.attempt, again.failures) == (1, 0)
     assert settle(client, [failed(again, "once more")]) == [True]
     last = claim_one(client)
     assert settle(client, [completed(last, "finally")]) == [True]

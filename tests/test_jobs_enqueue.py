@@ -3,6 +3,7 @@ and delayed jobs (docs/jobs.md, rules J1-J2)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import msgpack
@@ -22,7 +23,7 @@ from jobs_support import (
     settle,
     status,
 )
-from support import Unchanged
+from support import LossyConnection, Unchanged, lose_next_reply
 from waiting import until
 
 import dtaskq
@@ -58,7 +59,7 @@ def test_a_job_record_holds_what_was_enqueued(client: dtaskq.Client, r: redis.Re
     assert found.leases_lost == 0
 
     claimed = claim_one(client, node="node-7")
-    assert (claimed.id, claimed.token, claimed.handler) == (job.id, 1, "reports.build")
+    assert (claimed.id, claimed.handler, claimed.attempt) == (job.id, "reports.build", 1)
     assert msgpack.unpackb(claimed.arguments) == [[1, "two", b"three"], {"four": [4.0, None]}]
     assert (claimed.timeout_ms, claimed.deadline_ms) == (2500, ms(found.deadline))
     assert (claimed.failures, claimed.max_attempts) == (0, 3)
@@ -66,7 +67,8 @@ def test_a_job_record_holds_what_was_enqueued(client: dtaskq.Client, r: redis.Re
     assert (claimed.queue, claimed.partition) == (QUEUE, 0)
     running = info(client, job.id)
     assert running.status is JobStatus.RUNNING
-    assert (running.attempt, running.node) == (1, "node-7")
+    assert (running.attempt, running.node, running.token) == (1, "node-7", claimed.token)
+    assert found.token is None  # never claimed
     assert running.started_at is not None and running.started_at >= found.enqueued_at
 
 
@@ -111,15 +113,39 @@ def test_ids_are_unique(client: dtaskq.Client) -> None:
     assert len({job.id for job in jobs}) == 300
 
 
+def test_an_enqueue_retried_after_a_lost_reply_creates_nothing_twice(
+    lossy: dtaskq.Client, r: redis.Redis
+) -> None:
+    """The retry resends the call's request id: it looks up the generated ids the first try
+    created (rule J1)."""
+    lose_next_reply("enqueue_jobs")
+    jobs = lossy.enqueue_many(QUEUE, [JobSpec("h", (i,)) for i in range(3)] + [JobSpec("h")])
+    assert LossyConnection.runs["enqueue_jobs"] == 2
+    assert [job.created for job in jobs] == [False] * 4
+    assert len({job.id for job in jobs}) == 4
+    assert r.llen(f"{part0(lossy).base}ready:0") == 4
+    assert [job.id for job in claim(lossy, max_jobs=10)] == [job.id for job in jobs]
+    # Another call is a first try: its fresh ids are created.
+    assert lossy.enqueue(QUEUE, "h").created
+
+
 # --- idempotency keys -----------------------------------------------------------------------
 
 
 def test_a_held_key_answers_its_job_and_makes_nothing(
-    client: dtaskq.Client, unchanged: Unchanged
+    client: dtaskq.Client, r: redis.Redis, state: Callable[[], dict[bytes, object]]
 ) -> None:
     first = client.enqueue(QUEUE, "h", (1,), idempotency_key="order-17", priority=3)
     assert first.created and first.id == "=order-17"
-    again = unchanged(client.enqueue, QUEUE, "other", (2,), idempotency_key="order-17")
+    before = state()
+    again = client.enqueue(QUEUE, "other", (2,), idempotency_key="order-17")
+    after = state()
+    # The call only left its request id, kept a minute for its retries (rule J1).
+    (request,) = set(after) - set(before)
+    assert request.startswith(part0(client).base.encode() + b"req:")
+    assert 0 < r.pttl(request) <= 60_000
+    del after[request]
+    assert after == before
     assert isinstance(again, dtaskq.Job)
     assert again.id == first.id and not again.created
     found = info(client, first.id)

@@ -30,7 +30,14 @@ LUA = Path(__file__).resolve().parent.parent / "lua"
 JOB_LUA = [LUA / "include" / "jobs.lua"] + [
     p for p in LUA.glob("*.lua") if "job" in p.stem or p.stem in ("handle_dead", "configure_queue")
 ]
-PLACEHOLDERS = {"<id>": r"[^\s{}]+", "<priority>": r"-?\d+"}
+PLACEHOLDERS = {
+    "<id>": r"[^\s{}]+",
+    "<priority>": r"-?(?:0|[1-9]\d*)",
+    "<node>": r"[^\s{}]+",
+    "<request id>": r"[^\s{}]{1,100}",
+}
+ABBREVIATED = {"<priority>": "<prio>", "<request id>": "<rid>"}
+"""The placeholders the QueuePartition docstring shortens to fit its columns."""
 
 
 def kind_pattern(kind: str) -> str:
@@ -57,7 +64,10 @@ def test_the_documented_kinds_agree() -> None:
     """QUEUE_KEY_KINDS, the QueuePartition docstring and the Lua that names the keys."""
     doc = QueuePartition.__doc__ or ""
     documented = re.findall(r"\{<prefix>:q:<queue>:<p>\}:(\S+)", doc)
-    assert documented == [k.replace("<priority>", "<prio>") for k in QUEUE_KEY_KINDS]
+    kinds = list(QUEUE_KEY_KINDS)
+    for placeholder, short in ABBREVIATED.items():
+        kinds = [k.replace(placeholder, short) for k in kinds]
+    assert documented == kinds
     named: set[str] = set()
     for path in JOB_LUA:
         text = path.read_text()
@@ -80,6 +90,8 @@ def test_the_functions_write_only_documented_keys(
     running = client.enqueue(q, "h", priority=7)
     claimed = claim_one(client, q)
     assert client.heartbeat_jobs(part0(client, q), "n1", [(running.id, claimed.token)]) == [0]
+    with pytest.raises(dtaskq.JobTimeout):
+        running.result(timeout=0)  # awaited while it runs
     client.enqueue_many(
         q,
         [
@@ -109,6 +121,11 @@ def test_the_functions_write_only_documented_keys(
         part.wake_key(),
         part.job_key(ended.id),
         part.done_key(ended.id),
+        part.running_key(),
+        f"{part.base}held:n1",
+        f"{part.base}nodes",
+        f"{part.base}seq",
+        f"{part.base}waiting",
     ):
         assert made in keys
     assert {f"{part.base}ready:0", f"{part.base}ready:-3"} <= keys
@@ -159,6 +176,8 @@ def persistent(r: redis.Redis, prefix: str, queue: str) -> list[str]:
             continue  # an end marker that expired since the scan
         if kind in ("job:<id>", "done:<id>"):
             assert ttl > 0, f"{key} never expires"
+        elif kind == "req:<request id>":
+            assert 0 < ttl <= 60_000, f"{key} is kept {ttl} ms, not at most a minute"
         elif ttl == -1:
             found.append(key.replace(queue, "<queue>", 1))
     return sorted(found)
@@ -169,10 +188,12 @@ def test_per_job_keys_expire(client: dtaskq.Client, r: redis.Redis, prefix: str)
     run_queue(client, "large", 300)
     small = persistent(r, prefix, "small")
     assert small == persistent(r, prefix, "large")
-    fixed = {"lanes", "ready:<priority>", "due:<priority>", "scheduled", "leases", "dead"}
-    fixed |= {"wake", "conf", "answers"}
+    fixed = {"lanes", "ready:<priority>", "due:<priority>", "scheduled", "dead", "wake", "conf"}
+    fixed |= {"running", "nodes", "held:<node>", "seq", "waiting", "answers"}
     assert {kind_of(key.split("}:", 1)[1]) for key in small} <= fixed
-    assert len(small) <= 4  # dead, wake, answers and maybe the lanes of nothing: no job keys
+    # Every job ended: no claim, lease or waiter is left, only the keys of the partition
+    # (the dead-letter set, the wake marker, the answers of claims and the token counter).
+    assert {key.split("}:", 1)[1] for key in small} == {"dead", "wake", "answers", "seq"}
 
 
 # --- partitions ----------------------------------------------------------------------------

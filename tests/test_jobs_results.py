@@ -4,6 +4,7 @@ the job ends, then answer its result or raise its outcome (docs/jobs.md, rule J9
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -12,8 +13,10 @@ from typing import Any
 import msgpack
 import pytest
 import redis
+import redis.asyncio
 from jobs_support import (
     QUEUE,
+    awaited,
     claim_one,
     completed,
     failed,
@@ -27,6 +30,7 @@ from waiting import until
 
 import dtaskq
 from dtaskq import JobStatus
+from dtaskq.job_client import wait_seconds
 from dtaskq.job_models import ClaimedJob
 from dtaskq.job_ops import Report
 
@@ -39,10 +43,11 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield executor
 
 
-def awaited(r: redis.Redis, client: dtaskq.Client, job_id: str) -> Callable[[], object]:
-    """A condition: a caller waits for the job (await_job marked its record)."""
-    key = part0(client).job_key(job_id)
-    return lambda: r.hget(key, "W")
+def awaited_by(r: redis.Redis, client: dtaskq.Client, job_id: str) -> Callable[[], object]:
+    """A condition: a caller waits for the job (await_job put it in the partition's
+    ``waiting`` set)."""
+    part = part0(client)
+    return lambda: awaited(r, part, job_id)
 
 
 def later(
@@ -64,7 +69,7 @@ def test_result_wakes_when_the_job_completes(
     job = client.enqueue(QUEUE, "h")
     claimed = claim_one(client)
     done = later(
-        pool, awaited(r, client, job.id), lambda: settle(client, [completed(claimed, value)])
+        pool, awaited_by(r, client, job.id), lambda: settle(client, [completed(claimed, value)])
     )
     assert job.result(timeout=30) == value
     assert done.result() == [True]
@@ -79,7 +84,7 @@ def test_every_waiter_wakes(
     job = client.enqueue(QUEUE, "h")
     claimed = claim_one(client)
     waiters = [pool.submit(client.job(QUEUE, job.id).result, 30) for _ in range(3)]
-    until(awaited(r, client, job.id))
+    until(awaited_by(r, client, job.id))
     settle(client, [completed(claimed, "all")])
     assert [w.result() for w in waiters] == ["all"] * 3
 
@@ -92,13 +97,16 @@ def test_a_waiter_waits_through_retries(
 
     def retry_then_complete() -> None:
         assert settle(client, [failed(first, "flaky")]) == [True]
-        assert r.hget(part0(client).job_key(job.id), "W") == b"1"  # still awaited
+        assert awaited(r, part0(client), job.id)  # a retry does not end the job
         settle(client, [completed(claim_one(client), "second try")])
 
-    done = later(pool, awaited(r, client, job.id), retry_then_complete)
+    done = later(pool, awaited_by(r, client, job.id), retry_then_complete)
     assert job.result(timeout=30) == "second try"
     done.result()
     assert info(client, job.id).failures == 1
+    # Its end took it out of the set and left the end marker.
+    assert not awaited(r, part0(client), job.id)
+    assert r.lrange(part0(client).done_key(job.id), 0, -1) == [b"1"]
 
 
 @pytest.mark.parametrize(
@@ -119,7 +127,7 @@ def test_a_waiter_learns_how_the_job_ended(
 ) -> None:
     job = client.enqueue(QUEUE, "h")
     claimed = claim_one(client)
-    later(pool, awaited(r, client, job.id), lambda: end(client, claimed))
+    later(pool, awaited_by(r, client, job.id), lambda: end(client, claimed))
     with pytest.raises(error) as caught:
         job.result(timeout=30)
     assert type(caught.value) is error
@@ -137,12 +145,12 @@ def test_a_waiter_learns_of_a_missed_deadline(
     dropped = client.enqueue(QUEUE, "h", deadline=deadline, on_deadline="drop")
 
     def sweep() -> int:
-        until(awaited(r, client, dropped.id))
+        until(awaited_by(r, client, dropped.id))
         until(lambda: server_ms(r) > deadline_ms)
         return client.sweep_jobs(part0(client)).expired
 
     dropped_waiter = pool.submit(dropped.result, 30)
-    swept = later(pool, awaited(r, client, job.id), sweep)
+    swept = later(pool, awaited_by(r, client, job.id), sweep)
     with pytest.raises(dtaskq.DeadlineExceeded):
         job.result(timeout=30)
     with pytest.raises(dtaskq.JobNotFound):
@@ -156,7 +164,7 @@ def test_a_waiter_of_a_job_kept_zero_seconds(
     """Its record is deleted as it ends: the waiter wakes and finds nothing."""
     job = client.enqueue(QUEUE, "h", result_ttl=0)
     claimed = claim_one(client)
-    later(pool, awaited(r, client, job.id), lambda: settle(client, [completed(claimed, 1)]))
+    later(pool, awaited_by(r, client, job.id), lambda: settle(client, [completed(claimed, 1)]))
     with pytest.raises(dtaskq.JobNotFound):
         job.result(timeout=30)
 
@@ -188,6 +196,55 @@ def test_result_of_an_unknown_job(client: dtaskq.Client) -> None:
         assert not client.job(queue, job_id).cancel()
 
 
+# --- blocking reads and the socket timeout ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "longest"),
+    [({}, 4.5), ({"socket_timeout": 2}, 1.5), ({"socket_timeout": None}, 30.0)],
+    ids=["default", "2s", "none"],
+)
+def test_a_blocking_read_stays_under_the_socket_timeout(
+    options: dict[str, Any], longest: float
+) -> None:
+    """One read lasts at most 30 s and half a second less than the socket timeout (redis-py
+    8's default is 5 s), and no longer than what is left of the caller's timeout (rule J9)."""
+    for connection in (redis.Redis(**options), redis.asyncio.Redis(**options)):
+        assert wait_seconds(None, connection) == longest
+        assert 0 < wait_seconds(time.monotonic() + 0.2, connection) <= min(0.2, longest)
+        assert wait_seconds(time.monotonic() - 1, connection) == 0
+    assert wait_seconds(None, redis.Redis(socket_timeout=0.3)) == 0.05
+
+
+def with_socket_timeout(url: str, seconds: float) -> str:
+    return f"{url}{'&' if '?' in url else '?'}socket_timeout={seconds}"
+
+
+def test_a_wait_longer_than_the_socket_timeout(
+    server_url: str, prefix: str, r: redis.Redis, pool: ThreadPoolExecutor
+) -> None:
+    """A waiter on a connection with a 1 s socket timeout blocks in reads of half a second:
+    it waits out its longer timeout, and wakes when the job ends."""
+    url = with_socket_timeout(server_url, 1)
+    with dtaskq.Client.from_url(url, prefix=prefix) as client:
+        job = client.enqueue(QUEUE, "h")
+        with pytest.raises(dtaskq.JobTimeout):
+            job.result(timeout=2)
+        claimed = claim_one(client)
+        waiter = pool.submit(job.result, 30)
+        until(awaited_by(r, client, job.id))
+        settle(client, [completed(claimed, "done")])
+        assert waiter.result() == "done"
+
+
+async def test_an_async_wait_longer_than_the_socket_timeout(server_url: str, prefix: str) -> None:
+    url = with_socket_timeout(server_url, 1)
+    async with dtaskq.AsyncClient.from_url(url, prefix=prefix) as aclient:
+        job = await aclient.enqueue(QUEUE, "h")
+        with pytest.raises(dtaskq.JobTimeout):
+            await job.result(timeout=2)
+
+
 # --- the asyncio client ----------------------------------------------------------------------
 
 
@@ -202,8 +259,8 @@ async def asettle(aclient: dtaskq.AsyncClient, *reports: Report) -> list[bool]:
     return (await aclient.claim_jobs(part, "n1", 0, reports)).settled
 
 
-async def await_marked(r: redis.Redis, key: str) -> None:
-    while not r.hget(key, "W"):
+async def await_marked(r: redis.Redis, part: dtaskq.QueuePartition, job_id: str) -> None:
+    while not awaited(r, part, job_id):
         await asyncio.sleep(0.01)
 
 
@@ -212,10 +269,10 @@ async def test_async_result_wakes_when_the_job_completes(
 ) -> None:
     job = await aclient.enqueue(QUEUE, "h")
     claimed = await aclaim(aclient)
-    key = dtaskq.QueuePartition(prefix, QUEUE, 0).job_key(job.id)
+    part = dtaskq.QueuePartition(prefix, QUEUE, 0)
 
     async def complete() -> list[bool]:
-        await asyncio.wait_for(await_marked(r, key), 20)
+        await asyncio.wait_for(await_marked(r, part, job.id), 20)
         return await asettle(aclient, completed(claimed, {"n": 1}))
 
     settler = asyncio.create_task(complete())
@@ -232,10 +289,10 @@ async def test_async_result_outcomes(
     with pytest.raises(dtaskq.JobTimeout):
         await job.result(timeout=0.1)
     claimed = await aclaim(aclient)
-    key = dtaskq.QueuePartition(prefix, QUEUE, 0).job_key(job.id)
+    part = dtaskq.QueuePartition(prefix, QUEUE, 0)
 
     async def cancel() -> bool:
-        await asyncio.wait_for(await_marked(r, key), 20)
+        await asyncio.wait_for(await_marked(r, part, job.id), 20)
         return await job.cancel()
 
     canceller = asyncio.create_task(cancel())

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from jobs_support import QUEUE, fill_queue
-from support import Rejects
+from support import Rejects, one_server
 
 import dtaskq
 from dtaskq.job_models import Backoff, JobSpec
@@ -51,7 +51,7 @@ Call_ = Callable[[dtaskq.Client, Any], object]
 
 
 SAMPLE: list[Any] = []
-"""The first bad value of each call, for the tests that run against every server kind."""
+"""The first bad value of each call, for the test that runs them on a server's filled queue."""
 
 
 def _cases(values: dict[str, Any], **calls: Call_) -> list[Any]:
@@ -357,7 +357,7 @@ LIMIT_CASES: dict[str, Callable[[dtaskq.Client], object]] = {
     "dead-limit": lambda c: c.dead_jobs(QUEUE, 1_000_000),
     "requeue-all": lambda c: c.requeue_dead(QUEUE),
     "purge-none-by-id": lambda c: c.purge_dead(QUEUE, iter(["j"]), handler="h"),
-    "claim-bounds": lambda c: c.claim_jobs(P(c), "n", 1000, [Report("j", 1, "F", "text", 0)]),
+    "claim-bounds": lambda c: c.claim_jobs(P(c), "n", 1000, [Report("j", 1, "F", b"text", 0)]),
     "claim-none": lambda c: c.claim_jobs(P(c), "n", 0),
     "heartbeat-generator": lambda c: c.heartbeat_jobs(P(c), "n", (("j", 1) for _ in range(2))),
     "sweep-bounds": lambda c: c.sweep_jobs(P(c), 10_000, sweeper="s", lock_ms=60_000),
@@ -380,6 +380,7 @@ def test_empty_batches_need_no_call(offline: dtaskq.Client) -> None:
     assert offline.release_jobs(P(offline), "n", []) == []
 
 
+@one_server  # the client rejects these calls before any Redis call, whatever the server
 @pytest.mark.parametrize(("call", "value"), SAMPLE)
 def test_a_rejected_call_writes_nothing(
     client: dtaskq.Client, rejects: Rejects, call: Call_, value: Any
