@@ -42,8 +42,9 @@ def server_params() -> list[Any]:
 one_server = pytest.mark.parametrize(
     "server_url", server_params()[:1], indirect=True, scope="session"
 )
-"""Runs a test on the first server of ``server_url`` only: for tests whose outcome cannot
-depend on the server (calls that the client rejects before they reach it)."""
+"""Runs a test on the first server of ``server_url`` only, not once per server kind: for
+tests whose outcome cannot depend on the server (calls that the client rejects before they
+reach it), and for large runs whose checks other tests make on every kind."""
 
 
 def python_snippets(path: Path) -> list[str]:

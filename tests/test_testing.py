@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import python_snippets
+from support import one_server, python_snippets
 
 import dtaskq
 from dtaskq import BurstTimeout, Fail, InvalidArgument, JobContext, JobFailed, JobStatus, Retry
@@ -184,6 +184,7 @@ def test_a_burst_waits_for_jobs_that_run_elsewhere(
     assert run_burst(client, registry, timeout=60).completed == 1
 
 
+@one_server  # checked before any Redis call
 def test_burst_arguments_are_checked(client: dtaskq.Client, registry: dtaskq.Registry) -> None:
     with pytest.raises(InvalidArgument, match="timeout"):
         run_burst(client, registry, timeout=-1)
