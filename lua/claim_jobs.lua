@@ -58,7 +58,9 @@ if who then
     local settled, claimed = {}, {}
     for k = 1, #settled_text do settled[k] = tonumber(string.sub(settled_text, k, k)) end
     for id, token in string.gmatch(jobs_text, '(%S+) (%d+)') do
-      answer_job(claimed, id, tonumber(token), job_fields(id))
+      -- A job whose record went meanwhile (cancelled with no result kept) is not answered.
+      local f = job_fields(id)
+      if f[2] then answer_job(claimed, id, tonumber(token), f) end
     end
     return { settled, claimed, job_next_due(q, now) }
   end
