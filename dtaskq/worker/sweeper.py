@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
 from ..client import Client
 from ..errors import DtaskqError
+from ..job_models import JobSweepResult
 from ..keys import QueuePartition
-from ..ops import DEFAULT_SWEEP_BATCH
+from ..ops import DEFAULT_SWEEP_BATCH, SweepResult
 from .logs import Fields
 from .loop import Loop
 
@@ -16,6 +20,19 @@ short enough that the first worker to wake when a lease runs out sweeps at once.
 MIN_WAIT_S = 0.02
 EXPIRY_SLACK_S = 0.005
 """Past a deadline, so that the lease is over by the server's clock when the sweep runs."""
+
+
+class _Result(Protocol):
+    """What the sweeps of tasks and of jobs both answer."""
+
+    @property
+    def more(self) -> bool: ...
+
+    @property
+    def locked_out(self) -> bool: ...
+
+
+Swept = TypeVar("Swept", bound=_Result)
 
 
 class Sweeper(Loop):
@@ -61,7 +78,8 @@ class Sweeper(Loop):
     def _sweep_queue(self, part: QueuePartition) -> float:
         """Sweeps one queue partition while more is due; the seconds until its next lease end
         or scheduled job (docs/jobs.md, rule J11)."""
-        while True:
+
+        def sweep() -> JobSweepResult:
             result = self._client.sweep_jobs(part, self._batch, sweeper=self._node, lock_ms=LOCK_MS)
             if result.reclaimed or result.expired:
                 self._log.info(
@@ -70,15 +88,14 @@ class Sweeper(Loop):
                     result.expired,
                     extra={"queue": part.queue},
                 )
-            if not result.more or result.locked_out or self.stopping.is_set():
-                break
-        if result.wait_ms is None:
-            return self._interval_s
-        return max(MIN_WAIT_S, result.wait_ms / 1000)
+            return result
+
+        return self._wait_s(self._repeat(sweep).wait_ms)
 
     def _sweep(self, namespace: str, index: int) -> float:
         """Sweeps one partition while more is due; the seconds until its earliest lease ends."""
-        while True:
+
+        def sweep() -> SweepResult:
             result = self._client.sweep(
                 namespace, index, self._batch, sweeper=self._node, lock_ms=LOCK_MS
             )
@@ -89,13 +106,25 @@ class Sweeper(Loop):
                     result.deleted,
                     extra={"ns": namespace},
                 )
+            return result
+
+        return self._wait_s(self._repeat(sweep).next_lease_ms)
+
+    def _repeat(self, sweep: Callable[[], Swept]) -> Swept:
+        """Calls ``sweep`` while it says more is due, it got the lock, and no stop came; its
+        last result."""
+        while True:
+            result = sweep()
             if not result.more or result.locked_out or self.stopping.is_set():
-                break
-        if result.next_lease_ms is None:
+                return result
+
+    def _wait_s(self, wait_ms: int | None) -> float:
+        """The seconds until a partition needs sweeping again, from what its sweep answered.
+        A lease already past its deadline is another worker's to sweep (it holds the lock):
+        look again shortly rather than spin."""
+        if wait_ms is None:
             return self._interval_s
-        # A lease already past its deadline is another worker's to sweep (it holds the lock):
-        # look again shortly rather than spin.
-        return max(MIN_WAIT_S, result.next_lease_ms / 1000)
+        return max(MIN_WAIT_S, wait_ms / 1000)
 
     def run(self) -> None:
         """Sweeps every interval, and as soon as a lease runs out: a dead node's units then
