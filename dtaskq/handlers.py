@@ -224,8 +224,6 @@ class Registry:
     ) -> Handler[Any, Any]:
         name = validate.ident(name or f"{fn.__module__}.{fn.__qualname__}", "handler name")
         job_spec(name, (), None, dict(options))
-        if name in self._handlers and self._handlers[name].fn is not fn:
-            raise InvalidArgument(f"a handler named {name} is registered already")
         handler: Handler[Any, Any] = Handler(
             name,
             validate.namespace(queue or self.queue),
@@ -234,14 +232,15 @@ class Registry:
             inspect.iscoroutinefunction(fn),
             options,
         )
-        self._handlers[name] = handler
+        self.add(handler)
         return handler
 
     def add(self, handler: Handler[Any, Any]) -> None:
-        """Adds a handler registered elsewhere (``dtaskq worker`` merges a module's)."""
+        """Adds a handler (registered here, or elsewhere: ``dtaskq worker`` merges a module's);
+        another function of the same name is ``InvalidArgument``."""
         known = self._handlers.get(handler.name)
         if known is not None and known.fn is not handler.fn:
-            raise InvalidArgument(f"two handlers are named {handler.name}")
+            raise InvalidArgument(f"a handler named {handler.name} is registered already")
         self._handlers[handler.name] = handler
 
     def get(self, name: str) -> Handler[Any, Any] | None:
